@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Installs, with apt-get, every Debian 12 package that escdr needs to build, test
+# and run its demo, and only those that are missing. Safe to run again.
+set -euo pipefail
+
+PACKAGES=(
+  # build
+  build-essential cmake ninja-build pkg-config
+  # libraries
+  libxxhash-dev libcli11-dev nlohmann-json3-dev libfmt-dev libspdlog-dev
+  libsqlite3-dev libpq-dev libpqxx-dev libssl-dev libzstd-dev libsimgrid-dev
+  libgtest-dev libgmock-dev libbenchmark-dev
+  # test guests and services
+  qemu-system-x86 linux-image-amd64 busybox-static cpio
+  postgresql postgresql-client
+  # reports
+  gnuplot-nox
+)
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed'; then
+    missing+=("$p")
+  fi
+done
+
+if [ ${#missing[@]} -eq 0 ]; then
+  echo "bootstrap: all ${#PACKAGES[@]} packages present"
+  exit 0
+fi
+
+SUDO=
+if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; fi
+echo "bootstrap: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
