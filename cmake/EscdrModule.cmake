@@ -6,7 +6,7 @@
 #   Creates a GoogleTest binary registered with CTest (one CTest test per TEST).
 
 set(ESCDR_WARNINGS -Wall -Wextra -Wpedantic -Wshadow -Wnon-virtual-dtor
-    -Wold-style-cast -Wcast-align -Woverloaded-virtual -Wnull-dereference
+    -Wold-style-cast -Wcast-align -Woverloaded-virtual
     -Wimplicit-fallthrough)
 
 function(escdr_module name)
@@ -39,4 +39,10 @@ function(escdr_test name)
   gtest_discover_tests(${name}
     DISCOVERY_TIMEOUT 60
     PROPERTIES TIMEOUT ${ARG_TIMEOUT} LABELS "${ARG_LABELS}")
+endfunction()
+
+# escdr_cli_link(escdr_x ...): the escdr executable links these libraries
+# (call from a module's CMakeLists.txt; the cli module comes last).
+function(escdr_cli_link)
+  set_property(GLOBAL APPEND PROPERTY ESCDR_CLI_LIBS ${ARGN})
 endfunction()
