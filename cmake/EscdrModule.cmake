@@ -25,7 +25,7 @@ function(escdr_test name)
   if(NOT ESCDR_BUILD_TESTS)
     return()
   endif()
-  cmake_parse_arguments(ARG "" "TIMEOUT" "SOURCES;DEPS;LABELS" ${ARGN})
+  cmake_parse_arguments(ARG "SERIAL" "TIMEOUT" "SOURCES;DEPS;LABELS" ${ARGN})
   add_executable(${name} ${ARG_SOURCES})
   target_include_directories(${name} PRIVATE ${PROJECT_SOURCE_DIR}/src)
   target_compile_options(${name} PRIVATE ${ESCDR_WARNINGS})
@@ -36,13 +36,47 @@ function(escdr_test name)
   if(NOT ARG_LABELS)
     set(ARG_LABELS unit)
   endif()
+  target_compile_definitions(${name} PRIVATE ESCDR_SOURCE_DIR="${PROJECT_SOURCE_DIR}"
+    ESCDR_BINARY_DIR="${PROJECT_BINARY_DIR}")
+  set(serial FALSE)
+  if(ARG_SERIAL)
+    set(serial TRUE)
+  endif()
   gtest_discover_tests(${name}
     DISCOVERY_TIMEOUT 60
-    PROPERTIES TIMEOUT ${ARG_TIMEOUT} LABELS "${ARG_LABELS}")
+    PROPERTIES TIMEOUT ${ARG_TIMEOUT} LABELS "${ARG_LABELS}" RUN_SERIAL ${serial})
 endfunction()
 
 # escdr_cli_link(escdr_x ...): the escdr executable links these libraries
 # (call from a module's CMakeLists.txt; the cli module comes last).
 function(escdr_cli_link)
   set_property(GLOBAL APPEND PROPERTY ESCDR_CLI_LIBS ${ARGN})
+endfunction()
+
+# escdr_glob_module(NAME [DEPS ...] [PRIVATE_DEPS ...] [TEST_DEPS ...])
+#   The usual module: library escdr_NAME from every *.cc in the directory that is
+#   not a test; one unit-test binary per *_test.cc (label "unit"); one
+#   integration-test binary per *_itest.cc (label "integration", run alone,
+#   15 min timeout: these boot real QEMU guests or start real servers).
+#   Adding a file needs no edit here (CONFIGURE_DEPENDS).
+function(escdr_glob_module name)
+  cmake_parse_arguments(ARG "" "" "DEPS;PRIVATE_DEPS;TEST_DEPS" ${ARGN})
+  file(GLOB srcs CONFIGURE_DEPENDS ${CMAKE_CURRENT_SOURCE_DIR}/*.cc)
+  list(FILTER srcs EXCLUDE REGEX "_i?test\\.cc$")
+  if(NOT srcs)
+    message(STATUS "escdr: module ${name} has no sources yet; skipped")
+    return()
+  endif()
+  escdr_module(${name} SOURCES ${srcs} DEPS ${ARG_DEPS} PRIVATE_DEPS ${ARG_PRIVATE_DEPS})
+  file(GLOB tests CONFIGURE_DEPENDS ${CMAKE_CURRENT_SOURCE_DIR}/*_test.cc)
+  foreach(t ${tests})
+    get_filename_component(n ${t} NAME_WE)
+    escdr_test(${n} SOURCES ${t} DEPS escdr_${name} ${ARG_TEST_DEPS})
+  endforeach()
+  file(GLOB itests CONFIGURE_DEPENDS ${CMAKE_CURRENT_SOURCE_DIR}/*_itest.cc)
+  foreach(t ${itests})
+    get_filename_component(n ${t} NAME_WE)
+    escdr_test(${n} SOURCES ${t} DEPS escdr_${name} ${ARG_TEST_DEPS}
+      LABELS integration TIMEOUT 900 SERIAL)
+  endforeach()
 endfunction()
