@@ -10,16 +10,22 @@
 // Policies for a new VM:
 //   kSpread (the paper's, the default): among hosts that are up and have room,
 //     prefer hosts that run no VM of the same kind, then the least loaded,
-//     then the name (so decisions are deterministic).
+//     then the name (so decisions are deterministic). When every host with
+//     room already runs that kind, the host running the fewest VMs of it wins
+//     (same_kind_vms is compared as a count, not as a yes/no).
 //   kPack: among hosts with room, the most loaded first (fewest hosts used).
-//   kRandom: a uniformly random host with room, from `seed`.
+//   kRandom: a uniformly random host with room, from `seed`; the same seed and
+//     the same set of hosts (in any order) give the same choice.
 // Destination for a migration: hosts other than the source, up, with room,
 // that run a donor (a VM of exactly the same kind), ordered by network path
 // cost from the source, then load, then name. If none runs a donor, the
 // cheapest host with room, flagged has_donor = false (ESCDR saves nothing).
 //
 // Load of a host = max(memory used / memory total, vCPUs used / vCPUs total),
-// counting the VMs already placed on it.
+// counting the VMs already placed on it (see HostLoad()).
+//
+// A host "has room" when memory_total - memory_used >= demand.memory_mib and
+// vcpus_total - vcpus_used >= demand.vcpus.
 //
 // Thread safety: the functions are pure; PathCost implementations are
 // immutable after construction and safe to share.
@@ -60,6 +66,10 @@ struct VmDemand {
 
 enum class PlacementPolicy { kSpread, kPack, kRandom };
 
+// The load defined above, before any new VM is added; a zero total counts as
+// full (1.0) for that resource.
+double HostLoad(const HostView& host);
+
 // Parses "spread", "pack" or "random".
 Result<PlacementPolicy> ParsePlacementPolicy(const std::string& name);
 const char* PlacementPolicyName(PlacementPolicy policy);
@@ -71,9 +81,16 @@ class PathCost {
   // Returns the cost of the cheapest path from `from` to `to`, or nullopt if
   // there is no path.
   virtual std::optional<std::uint64_t> Cost(const HostView& from, const HostView& to) const = 0;
+  // Cost(from, to[i]) for every i. The default calls Cost() once per host;
+  // LinkGraphPathCost overrides it to run one shortest-path search for all.
+  virtual std::vector<std::optional<std::uint64_t>> CostsFrom(
+      const HostView& from, std::span<const HostView> to) const;
 };
 
 // Same host < same rack < same pod < across pods. Default weights 0/1/2/4.
+// Same host: equal names. Same rack: equal, non-empty pod and rack names
+// (rack names need only be unique within a pod). Same pod: equal, non-empty
+// pod names. Anything else, including unknown racks or pods, is across pods.
 class HierarchicalPathCost final : public PathCost {
  public:
   struct Weights {
@@ -92,6 +109,8 @@ class HierarchicalPathCost final : public PathCost {
 
 // An explicit graph of links between named nodes (hosts and switches), each
 // with a cost; the path cost is the shortest path (Dijkstra) between hosts.
+// A host is a node named like the host; a host absent from the graph has no
+// path to any other host (Cost returns nullopt), but 0 to itself.
 class LinkGraphPathCost final : public PathCost {
  public:
   struct Link {
@@ -102,6 +121,8 @@ class LinkGraphPathCost final : public PathCost {
   // Errors: InvalidArgument for a link with an empty end or a self-loop.
   static Result<LinkGraphPathCost> Create(std::span<const Link> links);
   std::optional<std::uint64_t> Cost(const HostView& from, const HostView& to) const override;
+  std::vector<std::optional<std::uint64_t>> CostsFrom(
+      const HostView& from, std::span<const HostView> to) const override;
 
   LinkGraphPathCost(LinkGraphPathCost&&) noexcept;
   LinkGraphPathCost& operator=(LinkGraphPathCost&&) noexcept;
