@@ -18,6 +18,13 @@
 //     then OnPage(...) with its 4096-byte payload.
 //   * A ZERO record is reported as OnBytes(header + fill byte), then OnZero().
 //   * OnBlockList() comes after the START section's bytes have been reported.
+//   * OnBytes spans follow the input chunks: a record's header may arrive in
+//     several OnBytes calls, and bytes of several records in one. Everything
+//     else (the sequence of OnPage, OnZero, OnBlockList and OnPhase calls, and
+//     where they fall in the byte sequence) is the same for any chunking.
+//   * A PAGE payload is a pointer into the caller's chunk when the chunk holds
+//     all of it, and into a parser buffer (one copy) only when it straddles
+//     chunks.
 //   * Spans and pointers passed to the visitor are valid during the call only.
 //   * A non-OK Status from the visitor stops the parser; Feed() returns it.
 //
@@ -112,6 +119,9 @@ class StreamParser {
   // True once the ram END section's footer has been parsed (all RAM is in).
   bool ram_complete() const;
 
+  // The ram START block list, empty until it has been parsed.
+  const std::vector<RamBlockInfo>& blocks() const;
+
   const StreamStats& stats() const;
 
  private:
@@ -119,8 +129,9 @@ class StreamParser {
   std::unique_ptr<Impl> impl_;
 };
 
-// Reads the file at `path` in chunks and feeds it all to a parser with
-// `visitor`, then Finish(). Errors name the file.
+// Reads the file at `path` in 1 MiB chunks and feeds it all to a parser with
+// `visitor`, then Finish(). Errors name the file: NotFound/IOError if it
+// cannot be opened or read, else the parser's or the visitor's error.
 Status ParseStreamFile(const std::string& path, StreamVisitor* visitor);
 
 }  // namespace escdr
