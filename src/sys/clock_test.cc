@@ -20,6 +20,13 @@ TEST(DeadlineTest, NeverNeverExpiresAndPollsForever) {
   EXPECT_FALSE(d.Expired());
   EXPECT_EQ(d.PollTimeoutMs(), -1);
   EXPECT_EQ(d.Remaining(), milliseconds::max());
+  EXPECT_TRUE(d.is_never());
+}
+
+TEST(DeadlineTest, HugeTimeoutsDoNotOverflow) {
+  Deadline d = Deadline::After(milliseconds::max());
+  EXPECT_TRUE(d.is_never());
+  EXPECT_FALSE(d.Expired());
 }
 
 TEST(DeadlineTest, RemainingIsBoundedByTheTimeout) {

@@ -19,11 +19,14 @@ using MonotonicClock = std::chrono::steady_clock;
 
 class Deadline {
  public:
-  // A deadline `timeout` from now. A negative timeout is treated as zero.
+  // A deadline `timeout` from now. A negative timeout is treated as zero; one
+  // of a century or more (e.g. milliseconds::max()) is Never().
   static Deadline After(std::chrono::milliseconds timeout) {
     if (timeout.count() < 0) timeout = std::chrono::milliseconds(0);
+    if (timeout >= std::chrono::hours(24 * 365 * 100)) return Never();
     return Deadline(MonotonicClock::now() + timeout);
   }
+  bool is_never() const { return at_ == MonotonicClock::time_point::max(); }
   // A deadline that never expires.
   static Deadline Never() { return Deadline(MonotonicClock::time_point::max()); }
 
