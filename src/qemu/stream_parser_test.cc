@@ -3,16 +3,14 @@
 #include <fcntl.h>
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
-#include <stdlib.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cstdio>
-#include <filesystem>
 #include <random>
 
 #include "escdr/page/page.h"
+#include "escdr/sys/temp_dir.h"
 #include "qemu/stream_builder.h"
 #include "qemu/stream_format.h"
 
@@ -606,20 +604,16 @@ TEST(StreamParserErrorTest, CorruptedStreamsFailTheSameWayForAnyChunkingAndNever
 
 // ---- ParseStreamFile --------------------------------------------------------
 
-class TempDir {
+// A unique temporary directory with helpers to write files into it.
+class StreamFiles {
  public:
-  TempDir() {
-    char tmpl[] = "/tmp/escdr-stream-test-XXXXXX";
-    char* d = ::mkdtemp(tmpl);
-    EXPECT_NE(d, nullptr);
-    path_ = d != nullptr ? d : "";
-  }
-  ~TempDir() {
-    std::error_code ec;
-    std::filesystem::remove_all(path_, ec);
+  StreamFiles() {
+    auto d = TempDir::Create("escdr-stream-test");
+    EXPECT_TRUE(d.has_value());
+    if (d.has_value()) dir_ = std::move(*d);
   }
   std::string File(const std::string& name, const Bytes& content) const {
-    std::string p = path_ + "/" + name;
+    std::string p = dir_.File(name);
     std::FILE* f = std::fopen(p.c_str(), "wb");
     EXPECT_NE(f, nullptr);
     if (f != nullptr) {
@@ -628,10 +622,10 @@ class TempDir {
     }
     return p;
   }
-  const std::string& path() const { return path_; }
+  const std::string& path() const { return dir_.path(); }
 
  private:
-  std::string path_;
+  TempDir dir_;
 };
 
 TEST(ParseStreamFileTest, ParsesAFileLargerThanOneChunk) {
@@ -640,7 +634,7 @@ TEST(ParseStreamFileTest, ParsesAFileLargerThanOneChunk) {
   for (std::uint32_t i = 0; i < 512; ++i) b.Page("pc.ram", i * kPageSize, PatternPage(i).data());
   b.EndSection(7).End(7).EndSection(7).Tail();
   ASSERT_GT(b.size(), sf::kFileChunkSize);
-  TempDir dir;
+  StreamFiles dir;
   std::string path = dir.File("big.mig", b.bytes());
   RecordingVisitor v;
   Status s = ParseStreamFile(path, &v);
@@ -657,7 +651,7 @@ TEST(ParseStreamFileTest, MissingFileIsNotFound) {
 }
 
 TEST(ParseStreamFileTest, UnreadableFileIsAnIOError) {
-  TempDir dir;  // a directory opens but cannot be read
+  StreamFiles dir;  // a directory opens but cannot be read
   RecordingVisitor v;
   Status s = ParseStreamFile(dir.path(), &v);
   EXPECT_EQ(s.code(), StatusCode::kIOError);
@@ -665,7 +659,7 @@ TEST(ParseStreamFileTest, UnreadableFileIsAnIOError) {
 }
 
 TEST(ParseStreamFileTest, EmptyFileIsTruncated) {
-  TempDir dir;
+  StreamFiles dir;
   std::string path = dir.File("empty.mig", {});
   RecordingVisitor v;
   Status s = ParseStreamFile(path, &v);
@@ -676,7 +670,7 @@ TEST(ParseStreamFileTest, EmptyFileIsTruncated) {
 TEST(ParseStreamFileTest, TruncatedFileNamesTheFileAndTheOffset) {
   Bytes s = MinimalStream();
   s.resize(s.size() / 2);
-  TempDir dir;
+  StreamFiles dir;
   std::string path = dir.File("half.mig", s);
   RecordingVisitor v;
   Status st = ParseStreamFile(path, &v);
