@@ -1,0 +1,161 @@
+// Frame I/O: building frames into a buffer, writing them, reading them.
+//
+// FrameBuffer assembles any number of frames in one contiguous buffer so that
+// a burst (Data, Refs, Data, ...) goes out in one write; a frame's payload can
+// be appended piece by piece and its header (length, CRC32C) is filled in when
+// the frame is closed. FrameWriter serializes whole buffers onto a Connection
+// from several threads and counts the bytes. FrameReader reads frames from a
+// Connection through its own buffer and checks each one, in this order,
+// before handing it out (docs/wire-protocol.md §2): type not 0, type known or
+// optional, length within the type's limit (before reading the payload), CRC.
+// Keepalive and unknown optional frames are consumed silently.
+//
+// Thread safety: FrameBuffer and FrameReader are used by one thread each;
+// FrameWriter::Write may be called concurrently (it holds a mutex across the
+// write). Views returned by FrameReader::Next are valid until its next call.
+#ifndef ESCDR_WIRE_FRAME_IO_H_
+#define ESCDR_WIRE_FRAME_IO_H_
+
+#include <atomic>
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <mutex>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "escdr/base/status.h"
+#include "escdr/sys/clock.h"
+#include "escdr/wire/connection.h"
+#include "escdr/wire/format.h"
+
+namespace escdr::wire {
+
+class FrameBuffer {
+ public:
+  // Appends one complete frame.
+  // REQUIRES: no frame open; payload.size() <= MaxPayloadLength(type).
+  void Append(FrameType type, std::span<const std::uint8_t> payload);
+
+  // Opens a frame whose payload is appended with AppendPayload/ExtendPayload.
+  // REQUIRES: no frame open.
+  void Begin(FrameType type);
+  void AppendPayload(std::span<const std::uint8_t> bytes);
+  // Appends `n` bytes to the open frame's payload and returns where they are,
+  // for the caller to fill (valid until the buffer changes again).
+  std::uint8_t* ExtendPayload(std::size_t n);
+  // Drops the last `n` payload bytes of the open frame.
+  // REQUIRES: n <= open_payload_size().
+  void TrimPayload(std::size_t n);
+  // Fills in the open frame's header. An open frame with an empty payload is
+  // dropped instead when `drop_if_empty`.
+  void End(bool drop_if_empty = false);
+
+  bool frame_open() const { return open_ != kNone; }
+  FrameType open_type() const { return open_type_; }
+  std::size_t open_payload_size() const;
+  // The payload of the open frame so far.
+  std::span<const std::uint8_t> open_payload() const;
+
+  // All closed frames. REQUIRES: no frame open.
+  std::span<const std::uint8_t> bytes() const;
+  std::size_t size() const { return buf_.size(); }
+  bool empty() const { return buf_.empty(); }
+  void Clear();
+
+ private:
+  static constexpr std::size_t kNone = static_cast<std::size_t>(-1);
+  std::vector<std::uint8_t> buf_;
+  std::size_t open_ = kNone;  // offset of the open frame's header
+  FrameType open_type_ = FrameType::kInvalid;
+};
+
+// Writes whole frame buffers to a Connection; safe to share between threads.
+class FrameWriter {
+ public:
+  // `conn` must outlive the writer. `timeout` bounds each Write.
+  FrameWriter(Connection* conn, std::chrono::milliseconds timeout)
+      : conn_(conn), timeout_(timeout) {}
+
+  // Writes the frames in `buffer` (REQUIRES: no frame open).
+  Status Write(const FrameBuffer& buffer);
+  // Writes one frame.
+  Status WriteFrame(FrameType type, std::span<const std::uint8_t> payload);
+  // Writes one frame only if no other thread is writing right now; returns
+  // false (and writes nothing) if the writer is busy. For best-effort Abort
+  // and Error frames from a thread that must not block.
+  bool TryWriteFrame(FrameType type, std::span<const std::uint8_t> payload,
+                     std::chrono::milliseconds timeout);
+
+  // Frames and bytes (headers included) written so far.
+  std::uint64_t bytes_written() const { return bytes_.load(std::memory_order_relaxed); }
+  std::uint64_t frames_written() const { return frames_.load(std::memory_order_relaxed); }
+  // steady_clock time of the last successful write (for keepalives).
+  MonotonicClock::time_point last_write() const;
+
+ private:
+  Status WriteLocked(std::span<const std::uint8_t> bytes, std::uint64_t frames, Deadline deadline);
+
+  Connection* conn_;
+  std::chrono::milliseconds timeout_;
+  std::mutex mu_;
+  std::atomic<std::uint64_t> bytes_{0};
+  std::atomic<std::uint64_t> frames_{0};
+  std::atomic<MonotonicClock::rep> last_write_{0};
+};
+
+// A frame handed out by FrameReader: type and payload (a view into the
+// reader's buffer, valid until the next Next()).
+struct FrameView {
+  FrameType type = FrameType::kInvalid;
+  std::span<const std::uint8_t> payload;
+};
+
+class FrameReader {
+ public:
+  // `conn` must outlive the reader. `peer` names the other side in messages
+  // ("source", "destination").
+  FrameReader(Connection* conn, std::string peer);
+
+  // Reads the next frame that is neither Keepalive nor an unknown optional
+  // type. `idle_timeout` bounds the wait for each frame (every frame,
+  // Keepalive included, restarts it); `state` names the caller's state in
+  // messages. Errors:
+  //   * ProtocolError: type 0, unknown mandatory type, length above the
+  //     type's limit ("Data frame of 9999999 bytes exceeds the limit of ...");
+  //   * Corruption: CRC mismatch ("frame checksum mismatch: Data frame of N
+  //     bytes in state Streaming");
+  //   * Unavailable: the peer closed the connection between frames ("the
+  //     source closed the connection in state Streaming") or inside one
+  //     ("... after k of n bytes of a Data frame ...");
+  //   * Timeout: "no frame from the source for 30 s in state Streaming".
+  // After an error the reader must not be used again.
+  Result<FrameView> Next(std::chrono::milliseconds idle_timeout, std::string_view state);
+
+  // Bytes (headers included) and frames read so far, skipped ones included.
+  std::uint64_t bytes_read() const { return bytes_.load(std::memory_order_relaxed); }
+  std::uint64_t frames_read() const { return frames_.load(std::memory_order_relaxed); }
+  // Optional frames skipped because their type is unknown.
+  std::uint64_t unknown_optional_skipped() const { return unknown_skipped_; }
+
+ private:
+  // Makes at least `n` bytes available from `begin_`; `what` describes what
+  // is being read for the messages.
+  Status Fill(std::size_t n, Deadline deadline, std::chrono::milliseconds idle_timeout,
+              std::string_view state, const char* what, std::uint16_t type);
+
+  Connection* conn_;
+  std::string peer_;
+  std::vector<std::uint8_t> buf_;
+  std::size_t begin_ = 0;
+  std::size_t end_ = 0;
+  std::atomic<std::uint64_t> bytes_{0};
+  std::atomic<std::uint64_t> frames_{0};
+  std::uint64_t unknown_skipped_ = 0;
+};
+
+}  // namespace escdr::wire
+
+#endif  // ESCDR_WIRE_FRAME_IO_H_
