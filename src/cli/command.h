@@ -53,6 +53,13 @@ T Unwrap(Result<T> result) {
   return std::move(result).value();
 }
 
+// Returns the subcommand `name` of `app`, adding it with `description` if no
+// group has added it yet. Several groups share a parent this way (e.g. the
+// inventory adds `vm add|list|show|remove`, the agent adds `vm create|stop`),
+// whatever the order in which groups register.
+CLI::App* GetOrAddSubcommand(CLI::App& app, const std::string& name,
+                             const std::string& description);
+
 // A text table: a header row and rows of cells, columns padded to fit.
 // Columns whose header starts with '>' are right-aligned (the '>' is dropped).
 class Table {

@@ -50,6 +50,16 @@ Result<std::string> GlobalOptions::StateDir() const {
   return dir;
 }
 
+CLI::App* GetOrAddSubcommand(CLI::App& app, const std::string& name,
+                             const std::string& description) {
+  for (CLI::App* sub : app.get_subcommands([](CLI::App*) { return true; })) {
+    if (sub->get_name() == name) return sub;
+  }
+  CLI::App* sub = app.add_subcommand(name, description);
+  sub->require_subcommand(1);
+  return sub;
+}
+
 std::string Table::Render() const {
   std::vector<std::size_t> width(header_.size(), 0);
   std::vector<bool> right(header_.size(), false);
