@@ -1,0 +1,67 @@
+// LaunchSpec: everything needed to start one QEMU guest the escdr way.
+//
+// A LaunchSpec is a plain value: it is stored in the inventory (as JSON, see
+// LaunchSpecToJson) so that a migration destination can start the same
+// virtual hardware with `-incoming defer`. BuildQemuArgv() turns it into the
+// one QEMU command line escdr uses: TCG (nested KVM does not work here),
+// -nodefaults -nographic -no-user-config, no network, the serial console to
+// a file, QMP on a unix socket, and guest RAM in a shared file
+// (memory-backend-file id=mem0, share=on) so other processes can read a
+// donor's memory.
+//
+// Thread safety: plain values and pure functions (ValidateLaunchSpec reads
+// the file system).
+#ifndef ESCDR_QEMU_LAUNCH_SPEC_H_
+#define ESCDR_QEMU_LAUNCH_SPEC_H_
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "escdr/base/status.h"
+
+namespace escdr {
+
+struct LaunchSpec {
+  std::string name;                // VM name: QEMU -name and error messages
+  std::uint64_t memory_mib = 256;  // guest RAM, MiB (also the RAM file size)
+  std::uint32_t vcpus = 1;
+  std::string machine = "pc";      // -machine type; part of the migration ABI
+  std::string kernel;              // -kernel: a bzImage path (required)
+  std::string initrd;              // -initrd path, or empty
+  std::string append;              // kernel command line, e.g. "console=ttyS0"
+  std::string ram_path;            // memory-backend-file mem-path (required)
+  std::string qmp_socket;          // QMP unix socket path (required, < 108 bytes)
+  std::string serial_log;          // file receiving the serial console (required)
+  // "" for a normal start; "defer" to wait for migrate-incoming; or a URI
+  // ("unix:/path", "tcp:host:port", "exec:cmd", "fd:N") to listen at once.
+  std::string incoming;
+  bool start_paused = false;       // -S: vCPUs stopped until `cont`
+  std::vector<std::string> extra_args;           // appended verbatim
+  std::string qemu_binary = "qemu-system-x86_64";  // path or name in $PATH
+
+  bool operator==(const LaunchSpec&) const = default;
+};
+
+// Checks that `spec` can start: a name, memory_mib in [16, 1048576],
+// vcpus in [1, 256], a non-empty machine, readable kernel (and initrd if
+// set), non-empty ram_path/qmp_socket/serial_log whose directories exist,
+// a QMP socket path that fits sockaddr_un, no ',' in paths (QEMU option
+// syntax), and a known form of `incoming`. InvalidArgument (or NotFound for a
+// missing file) naming the field and value.
+Status ValidateLaunchSpec(const LaunchSpec& spec);
+
+// The QEMU argv (argv[0] = spec.qemu_binary). Does not validate.
+std::vector<std::string> BuildQemuArgv(const LaunchSpec& spec);
+
+// JSON round trip. Keys are the field names above; ToJson writes all of them.
+// FromJson takes missing keys from a default LaunchSpec, ignores unknown keys
+// (newer writers), and returns InvalidArgument naming the key on a wrong type.
+nlohmann::json LaunchSpecToJson(const LaunchSpec& spec);
+Result<LaunchSpec> LaunchSpecFromJson(const nlohmann::json& json);
+
+}  // namespace escdr
+
+#endif  // ESCDR_QEMU_LAUNCH_SPEC_H_

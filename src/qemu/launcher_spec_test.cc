@@ -1,0 +1,166 @@
+#include "escdr/qemu/launch_spec.h"
+
+#include <algorithm>
+#include <string>
+
+#include <gtest/gtest.h>
+
+#include "escdr/sys/temp_dir.h"
+#include "escdr/sys/unique_fd.h"
+
+namespace escdr {
+namespace {
+
+class LaunchSpecTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    auto d = TempDir::Create("escdr-spec");
+    ASSERT_TRUE(d.has_value());
+    dir_ = std::move(*d);
+    ASSERT_TRUE(WriteStringToFile(dir_.File("vmlinuz"), "kernel").ok());
+    ASSERT_TRUE(WriteStringToFile(dir_.File("initrd.img"), "initrd").ok());
+    spec_.name = "vm1";
+    spec_.memory_mib = 512;
+    spec_.vcpus = 2;
+    spec_.kernel = dir_.File("vmlinuz");
+    spec_.initrd = dir_.File("initrd.img");
+    spec_.append = "console=ttyS0 nokaslr";
+    spec_.ram_path = dir_.File("ram");
+    spec_.qmp_socket = dir_.File("qmp.sock");
+    spec_.serial_log = dir_.File("serial.log");
+  }
+  // The value following `flag` in argv, or "" if absent.
+  static std::string After(const std::vector<std::string>& argv, const std::string& flag) {
+    auto it = std::find(argv.begin(), argv.end(), flag);
+    return it == argv.end() || it + 1 == argv.end() ? "" : *(it + 1);
+  }
+  static bool Has(const std::vector<std::string>& argv, const std::string& arg) {
+    return std::find(argv.begin(), argv.end(), arg) != argv.end();
+  }
+  TempDir dir_;
+  LaunchSpec spec_;
+};
+
+TEST_F(LaunchSpecTest, ValidSpecPasses) { EXPECT_TRUE(ValidateLaunchSpec(spec_).ok()); }
+
+TEST_F(LaunchSpecTest, EachBadFieldIsRejectedWithItsName) {
+  struct Case {
+    std::function<void(LaunchSpec&)> mutate;
+    std::string expected;
+  };
+  std::vector<Case> cases = {
+      {[](LaunchSpec& s) { s.name = ""; }, "no name"},
+      {[](LaunchSpec& s) { s.memory_mib = 0; }, "memory_mib 0"},
+      {[](LaunchSpec& s) { s.vcpus = 0; }, "vcpus 0"},
+      {[](LaunchSpec& s) { s.machine = ""; }, "machine"},
+      {[](LaunchSpec& s) { s.kernel = ""; }, "no kernel"},
+      {[](LaunchSpec& s) { s.kernel = "/nonexistent/vmlinuz"; }, "kernel /nonexistent/vmlinuz"},
+      {[](LaunchSpec& s) { s.initrd = "/nonexistent/initrd"; }, "initrd /nonexistent/initrd"},
+      {[](LaunchSpec& s) { s.ram_path = ""; }, "ram_path is empty"},
+      {[](LaunchSpec& s) { s.ram_path = "/nonexistent-dir/ram"; }, "/nonexistent-dir"},
+      {[](LaunchSpec& s) { s.ram_path += ",share=off"; }, "','"},
+      {[](LaunchSpec& s) { s.qmp_socket = "/tmp/" + std::string(120, 'q'); }, "qmp_socket"},
+      {[](LaunchSpec& s) { s.serial_log = ""; }, "serial_log"},
+      {[](LaunchSpec& s) { s.incoming = "sometimes"; }, "incoming 'sometimes'"},
+      {[](LaunchSpec& s) { s.incoming = "unix:"; }, "incoming 'unix:'"},
+  };
+  for (const Case& c : cases) {
+    LaunchSpec s = spec_;
+    c.mutate(s);
+    Status st = ValidateLaunchSpec(s);
+    EXPECT_FALSE(st.ok()) << "expected failure for: " << c.expected;
+    EXPECT_NE(st.message().find(c.expected), std::string::npos)
+        << "message '" << st.message() << "' lacks '" << c.expected << "'";
+  }
+}
+
+TEST_F(LaunchSpecTest, MissingKernelIsNotFound) {
+  spec_.kernel = dir_.File("missing");
+  EXPECT_TRUE(ValidateLaunchSpec(spec_).IsNotFound());
+}
+
+TEST_F(LaunchSpecTest, IncomingFormsAccepted) {
+  for (const char* in : {"", "defer", "unix:/tmp/x.sock", "tcp:127.0.0.1:4444", "exec:cat f"}) {
+    spec_.incoming = in;
+    EXPECT_TRUE(ValidateLaunchSpec(spec_).ok()) << in;
+  }
+}
+
+TEST_F(LaunchSpecTest, ArgvUsesTcgSharedFileRamAndNoDefaults) {
+  std::vector<std::string> argv = BuildQemuArgv(spec_);
+  EXPECT_EQ(argv[0], "qemu-system-x86_64");
+  EXPECT_EQ(After(argv, "-accel"), "tcg");
+  EXPECT_EQ(After(argv, "-machine"), "pc,memory-backend=mem0");
+  EXPECT_EQ(After(argv, "-m"), "512M");
+  EXPECT_EQ(After(argv, "-smp"), "2");
+  EXPECT_EQ(After(argv, "-object"),
+            "memory-backend-file,id=mem0,size=512M,mem-path=" + spec_.ram_path + ",share=on");
+  EXPECT_TRUE(Has(argv, "-nodefaults"));
+  EXPECT_TRUE(Has(argv, "-nographic"));
+  EXPECT_TRUE(Has(argv, "-no-user-config"));
+  EXPECT_EQ(After(argv, "-nic"), "none");
+  EXPECT_EQ(After(argv, "-serial"), "file:" + spec_.serial_log);
+  EXPECT_EQ(After(argv, "-qmp"), "unix:" + spec_.qmp_socket + ",server=on,wait=off");
+  EXPECT_EQ(After(argv, "-kernel"), spec_.kernel);
+  EXPECT_EQ(After(argv, "-initrd"), spec_.initrd);
+  EXPECT_EQ(After(argv, "-append"), "console=ttyS0 nokaslr");
+  EXPECT_FALSE(Has(argv, "-S"));
+  EXPECT_FALSE(Has(argv, "-incoming"));
+}
+
+TEST_F(LaunchSpecTest, ArgvForAPausedIncomingDestinationWithExtras) {
+  spec_.incoming = "defer";
+  spec_.start_paused = true;
+  spec_.initrd = "";
+  spec_.append = "";
+  spec_.extra_args = {"-rtc", "base=utc"};
+  spec_.qemu_binary = "/opt/qemu/bin/qemu-system-x86_64";
+  std::vector<std::string> argv = BuildQemuArgv(spec_);
+  EXPECT_EQ(argv[0], "/opt/qemu/bin/qemu-system-x86_64");
+  EXPECT_EQ(After(argv, "-incoming"), "defer");
+  EXPECT_TRUE(Has(argv, "-S"));
+  EXPECT_FALSE(Has(argv, "-initrd"));
+  EXPECT_FALSE(Has(argv, "-append"));
+  ASSERT_GE(argv.size(), 2u);
+  EXPECT_EQ(argv[argv.size() - 2], "-rtc");
+  EXPECT_EQ(argv.back(), "base=utc");
+}
+
+TEST_F(LaunchSpecTest, JsonRoundTripKeepsEveryField) {
+  spec_.incoming = "defer";
+  spec_.start_paused = true;
+  spec_.extra_args = {"-rtc", "base=utc"};
+  spec_.machine = "pc-i440fx-7.2";
+  nlohmann::json j = LaunchSpecToJson(spec_);
+  EXPECT_EQ(j["memory_mib"], 512);
+  EXPECT_EQ(j["ram_path"], spec_.ram_path);
+  auto back = LaunchSpecFromJson(nlohmann::json::parse(j.dump()));
+  ASSERT_TRUE(back.has_value()) << back.error().ToString();
+  EXPECT_EQ(*back, spec_);
+}
+
+TEST_F(LaunchSpecTest, JsonMissingKeysTakeDefaultsAndUnknownKeysAreIgnored) {
+  auto s = LaunchSpecFromJson({{"name", "vm2"}, {"future_field", 1}});
+  ASSERT_TRUE(s.has_value());
+  EXPECT_EQ(s->name, "vm2");
+  EXPECT_EQ(s->memory_mib, 256u);
+  EXPECT_EQ(s->machine, "pc");
+  EXPECT_EQ(s->qemu_binary, "qemu-system-x86_64");
+}
+
+TEST_F(LaunchSpecTest, JsonWrongTypesAreInvalidArgumentNamingTheKey) {
+  auto s = LaunchSpecFromJson({{"name", "vm"}, {"memory_mib", "lots"}});
+  ASSERT_FALSE(s.has_value());
+  EXPECT_TRUE(s.error().IsInvalidArgument());
+  EXPECT_NE(s.error().message().find("memory_mib"), std::string::npos);
+  s = LaunchSpecFromJson({{"vcpus", -1}});
+  ASSERT_FALSE(s.has_value());
+  EXPECT_NE(s.error().message().find("vcpus"), std::string::npos);
+  s = LaunchSpecFromJson({{"extra_args", "-S"}});
+  ASSERT_FALSE(s.has_value());
+  EXPECT_NE(s.error().message().find("extra_args"), std::string::npos);
+  EXPECT_FALSE(LaunchSpecFromJson(nlohmann::json::array()).has_value());
+}
+
+}  // namespace
+}  // namespace escdr
