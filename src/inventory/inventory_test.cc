@@ -1,0 +1,755 @@
+// The Inventory contract, run against every backend (SQLite file, in-memory
+// SQLite, PostgreSQL): the same test suite, so the backends cannot drift.
+#include "escdr/inventory/inventory.h"
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <fstream>
+#include <set>
+
+#include "inventory/inventory_testing.h"
+#include "inventory/pg_admin.h"
+#include "inventory/sql_db.h"
+
+namespace escdr {
+namespace {
+
+using ::testing::ElementsAre;
+using ::testing::HasSubstr;
+using ::testing::StartsWith;
+
+const VmKind kDebian{"debian", "12", "qemu", "7.2"};
+const VmKind kDebian11{"debian", "11", "qemu", "7.2"};
+const VmKind kAlpine{"alpine", "3.19", "qemu", "7.2"};
+
+HostSpec HostOf(std::string name, std::uint64_t mem = 16384, std::uint32_t cpus = 16,
+                std::string rack = "r1", std::string pod = "p1") {
+  return {std::move(name), "", std::move(rack), std::move(pod), mem, cpus};
+}
+
+VmSpec VmOf(std::string name, std::string host, VmKind kind = kDebian, std::uint64_t mem = 1024,
+            std::uint32_t cpus = 1, VmState state = VmState::kRunning) {
+  VmSpec v;
+  v.name = std::move(name);
+  v.host = std::move(host);
+  v.kind = std::move(kind);
+  v.memory_mib = mem;
+  v.vcpus = cpus;
+  v.state = state;
+  return v;
+}
+
+class InventoryTest : public ::testing::TestWithParam<std::string> {
+ protected:
+  void SetUp() override {
+    ESCDR_REQUIRE_BACKEND(GetParam());
+    db_ = std::make_unique<inventory_testing::TestDatabase>(GetParam());
+    ASSERT_TRUE(db_->ok());
+    auto inv = OpenInventory(db_->url());
+    ASSERT_TRUE(inv.has_value()) << inv.error().ToString();
+    inv_ = std::move(*inv);
+  }
+  void TearDown() override {
+    inv_.reset();  // close before the database is dropped
+    db_.reset();
+  }
+
+  Host MustGetHost(const std::string& name) {
+    auto h = inv_->GetHost(name);
+    EXPECT_TRUE(h.has_value()) << h.error().ToString();
+    return h.value_or(Host{});
+  }
+  void MustAddHost(const HostSpec& spec) {
+    auto h = inv_->AddHost(spec);
+    ASSERT_TRUE(h.has_value()) << h.error().ToString();
+  }
+  void MustAddVm(const VmSpec& spec) {
+    auto v = inv_->AddVm(spec);
+    ASSERT_TRUE(v.has_value()) << v.error().ToString();
+  }
+  std::vector<std::string> VmNames(const VmFilter& f = {}) {
+    std::vector<std::string> out;
+    auto vms = inv_->ListVms(f);
+    EXPECT_TRUE(vms.has_value());
+    for (const Vm& v : vms.value_or(std::vector<Vm>{})) out.push_back(v.name);
+    return out;
+  }
+
+  std::unique_ptr<inventory_testing::TestDatabase> db_;
+  std::unique_ptr<Inventory> inv_;
+};
+
+// ----------------------------------------------------------------- hosts
+
+TEST_P(InventoryTest, AddedHostReadsBackWithAllFields) {
+  HostSpec spec{"node-1", "10.0.0.1:7000", "r7", "p2", 65536, 32};
+  auto added = inv_->AddHost(spec);
+  ASSERT_TRUE(added.has_value()) << added.error().ToString();
+  Host h = MustGetHost("node-1");
+  EXPECT_EQ(h.name, "node-1");
+  EXPECT_EQ(h.agent_address, "10.0.0.1:7000");
+  EXPECT_EQ(h.rack, "r7");
+  EXPECT_EQ(h.pod, "p2");
+  EXPECT_EQ(h.memory_mib, 65536u);
+  EXPECT_EQ(h.vcpus, 32u);
+  EXPECT_EQ(h.state, HostState::kUp);
+  EXPECT_EQ(h.memory_used_mib, 0u);
+  EXPECT_EQ(h.vm_count, 0u);
+  EXPECT_THAT(h.created_at, ::testing::MatchesRegex("[0-9]{4}-[0-9]{2}-[0-9]{2}T.*Z"));
+}
+
+TEST_P(InventoryTest, HostsAreListedByName) {
+  for (const char* n : {"c", "a", "B", "b"}) MustAddHost(HostOf(n));
+  auto hosts = inv_->ListHosts();
+  ASSERT_TRUE(hosts.has_value());
+  std::vector<std::string> names;
+  for (const Host& h : *hosts) names.push_back(h.name);
+  EXPECT_THAT(names, ElementsAre("B", "a", "b", "c")) << "byte order on every backend";
+}
+
+TEST_P(InventoryTest, DuplicateHostIsRefusedAndTheFirstIsKept) {
+  MustAddHost(HostOf("h1", 8192));
+  auto dup = inv_->AddHost(HostOf("h1", 4096));
+  ASSERT_FALSE(dup.has_value());
+  EXPECT_EQ(dup.error().code(), StatusCode::kAlreadyExists);
+  EXPECT_EQ(dup.error().message(), "cannot add host h1: a host of that name already exists");
+  EXPECT_EQ(MustGetHost("h1").memory_mib, 8192u);
+}
+
+TEST_P(InventoryTest, BadHostSpecsAreRejected) {
+  struct Case {
+    HostSpec spec;
+    std::string message;
+  } cases[] = {
+      {HostOf("h", 0), "memory must be between 1"},
+      {HostOf("h", 1024, 0), "vCPUs must be between 1"},
+      {HostOf(""), "host name is empty"},
+      {HostOf("has space"), "contains a space"},
+      {{"h", "nohostport", "", "", 1024, 1}, "agent address 'nohostport'"},
+      {{"h", "x:99999", "", "", 1024, 1}, "agent address"},
+  };
+  for (const Case& c : cases) {
+    auto r = inv_->AddHost(c.spec);
+    ASSERT_FALSE(r.has_value()) << c.message;
+    EXPECT_TRUE(r.error().IsInvalidArgument()) << r.error().ToString();
+    EXPECT_THAT(r.error().message(), HasSubstr(c.message));
+  }
+  auto hosts = inv_->ListHosts();
+  ASSERT_TRUE(hosts.has_value());
+  EXPECT_TRUE(hosts->empty());
+}
+
+TEST_P(InventoryTest, AddHostsIsAllOrNothing) {
+  MustAddHost(HostOf("exists"));
+  std::vector<HostSpec> batch = {HostOf("n1"), HostOf("n2"), HostOf("exists")};
+  Status s = inv_->AddHosts(batch);
+  EXPECT_EQ(s.code(), StatusCode::kAlreadyExists) << s.ToString();
+  EXPECT_EQ(inv_->GetHost("n1").error().code(), StatusCode::kNotFound);
+  ASSERT_TRUE(inv_->AddHosts(std::vector<HostSpec>{HostOf("n1"), HostOf("n2")}).ok());
+  EXPECT_EQ(inv_->ListHosts()->size(), 3u);
+}
+
+TEST_P(InventoryTest, RegisterHostUpdatesButKeepsStateAndRefusesShrinkingBelowUse) {
+  auto first = inv_->RegisterHost({"h1", "a:1", "r1", "p1", 8192, 8});
+  ASSERT_TRUE(first.has_value()) << first.error().ToString();
+  ASSERT_TRUE(inv_->SetHostState("h1", HostState::kDraining).ok());
+  MustAddVm(VmOf("v1", "h1", kDebian, 4096, 4));
+  auto again = inv_->RegisterHost({"h1", "b:2", "r2", "p2", 16384, 16});
+  ASSERT_TRUE(again.has_value()) << again.error().ToString();
+  EXPECT_EQ(again->agent_address, "b:2");
+  EXPECT_EQ(again->rack, "r2");
+  EXPECT_EQ(again->memory_mib, 16384u);
+  EXPECT_EQ(again->state, HostState::kDraining);
+  EXPECT_EQ(again->memory_used_mib, 4096u);
+  auto shrink = inv_->RegisterHost({"h1", "b:2", "r2", "p2", 2048, 16});
+  ASSERT_FALSE(shrink.has_value());
+  EXPECT_EQ(shrink.error().code(), StatusCode::kFailedPrecondition);
+  EXPECT_EQ(MustGetHost("h1").memory_mib, 16384u);
+}
+
+TEST_P(InventoryTest, UnknownHostIsNotFound) {
+  EXPECT_EQ(inv_->GetHost("nope").error().code(), StatusCode::kNotFound);
+  EXPECT_EQ(inv_->SetHostState("nope", HostState::kDown).code(), StatusCode::kNotFound);
+  EXPECT_EQ(inv_->RemoveHost("nope").code(), StatusCode::kNotFound);
+  auto vm = inv_->AddVm(VmOf("v", "nope"));
+  ASSERT_FALSE(vm.has_value());
+  EXPECT_EQ(vm.error().code(), StatusCode::kNotFound);
+  EXPECT_EQ(vm.error().message(), "cannot add VM v: no host named nope");
+}
+
+TEST_P(InventoryTest, HostWithVmsCannotBeRemoved) {
+  MustAddHost(HostOf("h1"));
+  MustAddVm(VmOf("v1", "h1"));
+  Status s = inv_->RemoveHost("h1");
+  EXPECT_EQ(s.code(), StatusCode::kFailedPrecondition);
+  EXPECT_THAT(s.message(), HasSubstr("1 VM is placed on it"));
+  ASSERT_TRUE(inv_->RemoveVm("v1").ok());
+  ASSERT_TRUE(inv_->RemoveHost("h1").ok());
+  EXPECT_EQ(inv_->GetHost("h1").error().code(), StatusCode::kNotFound);
+}
+
+// ------------------------------------------------------------------- VMs
+
+TEST_P(InventoryTest, VmTakesCapacityAndRemovingItGivesItBack) {
+  MustAddHost(HostOf("h1", 8192, 8));
+  VmSpec spec = VmOf("v1", "h1", kDebian, 3000, 3);
+  spec.launch_spec = R"({"kernel":"/boot/vmlinuz"})";
+  spec.ram_path = "/dev/shm/v1";
+  MustAddVm(spec);
+  Host h = MustGetHost("h1");
+  EXPECT_EQ(h.memory_used_mib, 3000u);
+  EXPECT_EQ(h.vcpus_used, 3u);
+  EXPECT_EQ(h.vm_count, 1u);
+  auto vm = inv_->GetVm("v1");
+  ASSERT_TRUE(vm.has_value());
+  EXPECT_EQ(vm->host, "h1");
+  EXPECT_EQ(vm->kind, kDebian);
+  EXPECT_EQ(vm->state, VmState::kRunning);
+  EXPECT_EQ(vm->launch_spec, spec.launch_spec);
+  EXPECT_EQ(vm->ram_path, "/dev/shm/v1");
+  ASSERT_TRUE(inv_->RemoveVm("v1").ok());
+  h = MustGetHost("h1");
+  EXPECT_EQ(h.memory_used_mib, 0u);
+  EXPECT_EQ(h.vcpus_used, 0u);
+  EXPECT_EQ(h.vm_count, 0u);
+  EXPECT_EQ(inv_->RemoveVm("v1").code(), StatusCode::kNotFound);
+}
+
+TEST_P(InventoryTest, VmThatDoesNotFitIsRefusedAndNothingIsWritten) {
+  MustAddHost(HostOf("h1", 4096, 4));
+  MustAddVm(VmOf("v1", "h1", kDebian, 3072, 1));
+  auto r = inv_->AddVm(VmOf("v2", "h1", kAlpine, 2048, 1));
+  ASSERT_FALSE(r.has_value());
+  EXPECT_EQ(r.error().code(), StatusCode::kResourceExhausted);
+  EXPECT_EQ(r.error().message(),
+            "cannot add VM v2: host h1 has no room (1024 MiB free, 2048 MiB needed)");
+  auto cpu = inv_->AddVm(VmOf("v3", "h1", kAlpine, 512, 4));
+  ASSERT_FALSE(cpu.has_value());
+  EXPECT_THAT(cpu.error().message(), HasSubstr("3 vCPUs free, 4 needed"));
+  EXPECT_THAT(VmNames(), ElementsAre("v1"));
+  EXPECT_EQ(MustGetHost("h1").memory_used_mib, 3072u);
+}
+
+TEST_P(InventoryTest, DuplicateVmAndBadSizesAreRefused) {
+  MustAddHost(HostOf("h1"));
+  MustAddVm(VmOf("v1", "h1"));
+  auto dup = inv_->AddVm(VmOf("v1", "h1"));
+  ASSERT_FALSE(dup.has_value());
+  EXPECT_EQ(dup.error().code(), StatusCode::kAlreadyExists);
+  EXPECT_EQ(dup.error().message(), "cannot add VM v1: a VM of that name already exists");
+  auto zero = inv_->AddVm(VmOf("v2", "h1", kDebian, 0));
+  ASSERT_FALSE(zero.has_value());
+  EXPECT_TRUE(zero.error().IsInvalidArgument());
+  auto nocpu = inv_->AddVm(VmOf("v2", "h1", kDebian, 512, 0));
+  ASSERT_FALSE(nocpu.has_value());
+  EXPECT_TRUE(nocpu.error().IsInvalidArgument());
+  auto badkind = inv_->AddVm(VmOf("v2", "h1", VmKind{"debian", "", "qemu", "7.2"}));
+  ASSERT_FALSE(badkind.has_value());
+  EXPECT_THAT(badkind.error().message(), HasSubstr("OS version is empty"));
+  EXPECT_EQ(MustGetHost("h1").memory_used_mib, 1024u);
+}
+
+TEST_P(InventoryTest, AddVmsIsAllOrNothing) {
+  MustAddHost(HostOf("h1", 4096));
+  std::vector<VmSpec> batch = {VmOf("a", "h1", kDebian, 2048), VmOf("b", "h1", kDebian, 2048),
+                               VmOf("c", "h1", kDebian, 2048)};
+  Status s = inv_->AddVms(batch);
+  EXPECT_EQ(s.code(), StatusCode::kResourceExhausted) << s.ToString();
+  EXPECT_TRUE(VmNames().empty());
+  EXPECT_EQ(MustGetHost("h1").memory_used_mib, 0u);
+  batch.pop_back();
+  ASSERT_TRUE(inv_->AddVms(batch).ok());
+  EXPECT_THAT(VmNames(), ElementsAre("a", "b"));
+  EXPECT_EQ(MustGetHost("h1").memory_used_mib, 4096u);
+}
+
+TEST_P(InventoryTest, ListVmsFiltersByHostAndKind) {
+  MustAddHost(HostOf("h1"));
+  MustAddHost(HostOf("h2"));
+  MustAddVm(VmOf("a", "h1", kDebian));
+  MustAddVm(VmOf("b", "h2", kDebian));
+  MustAddVm(VmOf("c", "h1", kAlpine));
+  EXPECT_THAT(VmNames(), ElementsAre("a", "b", "c"));
+  VmFilter on_h1;
+  on_h1.host = "h1";
+  VmFilter debian;
+  debian.kind = kDebian;
+  VmFilter alpine_on_h1 = on_h1;
+  alpine_on_h1.kind = kAlpine;
+  EXPECT_THAT(VmNames(on_h1), ElementsAre("a", "c"));
+  EXPECT_THAT(VmNames(debian), ElementsAre("a", "b"));
+  EXPECT_THAT(VmNames(alpine_on_h1), ElementsAre("c"));
+}
+
+TEST_P(InventoryTest, VmStateFollowsTheStateMachine) {
+  MustAddHost(HostOf("h1"));
+  MustAddVm(VmOf("v1", "h1", kDebian, 1024, 1, VmState::kDefined));
+  EXPECT_TRUE(inv_->SetVmState("v1", VmState::kRunning).ok());
+  EXPECT_TRUE(inv_->SetVmState("v1", VmState::kStopped).ok());
+  EXPECT_TRUE(inv_->SetVmState("v1", VmState::kRunning).ok());
+  Status s = inv_->SetVmState("v1", VmState::kMigrating);
+  EXPECT_EQ(s.code(), StatusCode::kFailedPrecondition);
+  EXPECT_THAT(s.message(), HasSubstr("only migrations"));
+  EXPECT_EQ(inv_->SetVmState("v1", VmState::kDefined).code(), StatusCode::kFailedPrecondition);
+  EXPECT_EQ(inv_->SetVmState("nope", VmState::kRunning).code(), StatusCode::kNotFound);
+  EXPECT_EQ(inv_->GetVm("v1")->state, VmState::kRunning);
+  ASSERT_TRUE(inv_->SetVmLaunch("v1", "{}", "/dev/shm/x").ok());
+  EXPECT_EQ(inv_->GetVm("v1")->ram_path, "/dev/shm/x");
+}
+
+// ------------------------------------------------------------- placement
+
+TEST_P(InventoryTest, PlaceVmSpreadsAKindOverHosts) {
+  for (const char* h : {"h1", "h2", "h3", "h4"}) MustAddHost(HostOf(h, 16384));
+  std::set<std::string> used;
+  for (int i = 0; i < 4; ++i) {
+    auto placed = inv_->PlaceVm(VmOf("d" + std::to_string(i), "", kDebian));
+    ASSERT_TRUE(placed.has_value()) << placed.error().ToString();
+    used.insert(placed->vm.host);
+    EXPECT_EQ(placed->vm.state, VmState::kRunning);
+  }
+  EXPECT_EQ(used.size(), 4u) << "four VMs of one kind on four different hosts";
+  // A different kind does not care where debian runs: least loaded, by name.
+  auto other = inv_->PlaceVm(VmOf("a0", "", kAlpine, 512));
+  ASSERT_TRUE(other.has_value());
+  EXPECT_EQ(other->vm.host, "h1");
+  EXPECT_EQ(other->plan.hosts_total, 4u);
+  EXPECT_THAT(other->plan.decision.ranking.front().reason, HasSubstr("chosen"));
+}
+
+TEST_P(InventoryTest, PlaceVmAvoidsHostsRunningTheKindEvenIfLessLoaded) {
+  MustAddHost(HostOf("busy", 16384));
+  MustAddHost(HostOf("idle", 16384));
+  MustAddVm(VmOf("x", "busy", kAlpine, 8192));
+  MustAddVm(VmOf("d", "idle", kDebian, 512));
+  auto plan = inv_->PlanPlacement(kDebian, {1024, 1});
+  ASSERT_TRUE(plan.has_value()) << plan.error().ToString();
+  ASSERT_TRUE(plan->decision.chosen.has_value());
+  EXPECT_EQ(plan->candidates[*plan->decision.chosen].name, "busy");
+  // Nothing was written by planning.
+  EXPECT_EQ(MustGetHost("busy").memory_used_mib, 8192u);
+}
+
+TEST_P(InventoryTest, PlaceVmPackAndRandomPolicies) {
+  MustAddHost(HostOf("h1", 16384));
+  MustAddHost(HostOf("h2", 16384));
+  MustAddVm(VmOf("x", "h2", kAlpine, 4096));
+  auto pack = inv_->PlaceVm(VmOf("p", "", kDebian), {.policy = PlacementPolicy::kPack});
+  ASSERT_TRUE(pack.has_value());
+  EXPECT_EQ(pack->vm.host, "h2");
+  auto r1 = inv_->PlanPlacement(kDebian, {1024, 1}, {.policy = PlacementPolicy::kRandom, .seed = 7});
+  auto r2 = inv_->PlanPlacement(kDebian, {1024, 1}, {.policy = PlacementPolicy::kRandom, .seed = 7});
+  ASSERT_TRUE(r1.has_value() && r2.has_value());
+  EXPECT_EQ(r1->candidates[*r1->decision.chosen].name, r2->candidates[*r2->decision.chosen].name);
+}
+
+TEST_P(InventoryTest, PlaceVmSkipsHostsThatAreNotUp) {
+  MustAddHost(HostOf("a"));
+  MustAddHost(HostOf("b"));
+  ASSERT_TRUE(inv_->SetHostState("a", HostState::kDraining).ok());
+  auto placed = inv_->PlaceVm(VmOf("v", "", kDebian));
+  ASSERT_TRUE(placed.has_value());
+  EXPECT_EQ(placed->vm.host, "b");
+  ASSERT_TRUE(inv_->SetHostState("b", HostState::kDown).ok());
+  auto none = inv_->PlaceVm(VmOf("w", "", kDebian));
+  ASSERT_FALSE(none.has_value());
+  EXPECT_EQ(none.error().code(), StatusCode::kResourceExhausted);
+  EXPECT_THAT(none.error().message(), HasSubstr("0 of 2 hosts up"));
+}
+
+TEST_P(InventoryTest, VmLargerThanAnyHostIsInvalidAndNoRoomNowIsExhausted) {
+  MustAddHost(HostOf("h1", 8192, 8));
+  MustAddHost(HostOf("h2", 4096, 16));
+  auto big = inv_->PlaceVm(VmOf("big", "", kDebian, 16384, 1));
+  ASSERT_FALSE(big.has_value());
+  EXPECT_TRUE(big.error().IsInvalidArgument());
+  EXPECT_EQ(big.error().message(),
+            "cannot place VM big: it needs 16384 MiB and 1 vCPUs, more than any host has "
+            "(largest: 8192 MiB, 16 vCPUs)");
+  MustAddVm(VmOf("f1", "h1", kAlpine, 8192, 1));
+  MustAddVm(VmOf("f2", "h2", kAlpine, 4096, 1));
+  auto full = inv_->PlaceVm(VmOf("v", "", kDebian, 1024, 1));
+  ASSERT_FALSE(full.has_value());
+  EXPECT_EQ(full.error().code(), StatusCode::kResourceExhausted);
+  EXPECT_FALSE(inv_->GetVm("v").has_value()) << "nothing half-written";
+  EXPECT_FALSE(inv_->PlaceVm(VmOf("v", "", kDebian, 1024, 1)).has_value());
+}
+
+TEST_P(InventoryTest, PlaceVmWithDuplicateNameIsRefused) {
+  MustAddHost(HostOf("h1"));
+  MustAddVm(VmOf("v", "h1"));
+  auto dup = inv_->PlaceVm(VmOf("v", "", kAlpine));
+  ASSERT_FALSE(dup.has_value());
+  EXPECT_EQ(dup.error().code(), StatusCode::kAlreadyExists);
+  EXPECT_EQ(MustGetHost("h1").vm_count, 1u);
+}
+
+// ----------------------------------------------------------- destination
+
+class DestinationInventoryTest : public InventoryTest {
+ protected:
+  void SetUp() override {
+    InventoryTest::SetUp();
+    if (IsSkipped() || HasFailure()) return;
+    // src, rack-mate in p1/r1; pod-mate in p1/r2; far in p2/r1.
+    MustAddHost(HostOf("src", 16384, 16, "r1", "p1"));
+    MustAddHost(HostOf("rack-mate", 16384, 16, "r1", "p1"));
+    MustAddHost(HostOf("pod-mate", 16384, 16, "r2", "p1"));
+    MustAddHost(HostOf("far", 16384, 16, "r1", "p2"));
+    MustAddVm(VmOf("vm", "src", kDebian, 2048, 2));
+  }
+  std::string Chosen(const DestinationPlan& p) {
+    return p.decision.chosen ? p.candidates[*p.decision.chosen].name : "<none>";
+  }
+};
+
+TEST_P(DestinationInventoryTest, DonorHostWinsOverCheaperHostWithoutDonor) {
+  MustAddVm(VmOf("donor", "far", kDebian));
+  MustAddVm(VmOf("other-version", "rack-mate", kDebian11));
+  auto plan = inv_->PlanDestination("vm");
+  ASSERT_TRUE(plan.has_value()) << plan.error().ToString();
+  EXPECT_EQ(Chosen(*plan), "far");
+  EXPECT_TRUE(plan->decision.has_donor);
+  EXPECT_EQ(plan->donor, "donor");
+  EXPECT_EQ(plan->source, "src");
+  EXPECT_FALSE(plan->link_graph);
+}
+
+TEST_P(DestinationInventoryTest, NearestDonorWinsThenLeastLoaded) {
+  MustAddVm(VmOf("d-far", "far", kDebian));
+  MustAddVm(VmOf("d-pod", "pod-mate", kDebian));
+  auto plan = inv_->PlanDestination("vm");
+  ASSERT_TRUE(plan.has_value());
+  EXPECT_EQ(Chosen(*plan), "pod-mate");
+  MustAddHost(HostOf("pod-mate-2", 16384, 16, "r3", "p1"));
+  MustAddVm(VmOf("d-pod2", "pod-mate-2", kDebian, 512));
+  MustAddVm(VmOf("load", "pod-mate", kAlpine, 4096));
+  plan = inv_->PlanDestination("vm");
+  ASSERT_TRUE(plan.has_value());
+  EXPECT_EQ(Chosen(*plan), "pod-mate-2");
+  EXPECT_EQ(plan->donor, "d-pod2");
+}
+
+TEST_P(DestinationInventoryTest, StoppedVmsAreNotDonors) {
+  MustAddVm(VmOf("d-stopped", "pod-mate", kDebian, 1024, 1, VmState::kStopped));
+  auto plan = inv_->PlanDestination("vm");
+  ASSERT_TRUE(plan.has_value());
+  EXPECT_FALSE(plan->decision.has_donor);
+  EXPECT_EQ(Chosen(*plan), "rack-mate") << "no donor: the cheapest path wins";
+  EXPECT_EQ(plan->donor, "");
+}
+
+TEST_P(DestinationInventoryTest, DonorHostWithoutRoomLosesToNoDonorFallback) {
+  MustAddVm(VmOf("d", "far", kDebian, 15000));
+  auto plan = inv_->PlanDestination("vm");
+  ASSERT_TRUE(plan.has_value());
+  EXPECT_EQ(Chosen(*plan), "rack-mate");
+  EXPECT_FALSE(plan->decision.has_donor);
+  bool far_explained = false;
+  for (const auto& c : plan->decision.ranking) {
+    if (c.host == "far") {
+      far_explained = true;
+      EXPECT_FALSE(c.eligible);
+      EXPECT_THAT(c.reason, HasSubstr("no room"));
+    }
+  }
+  EXPECT_TRUE(far_explained);
+}
+
+TEST_P(DestinationInventoryTest, LinkGraphReplacesTheRackHierarchy) {
+  MustAddVm(VmOf("d1", "rack-mate", kDebian));
+  MustAddVm(VmOf("d2", "far", kDebian));
+  ASSERT_TRUE(inv_->SetLink({"src", "spine", 1}).ok());
+  ASSERT_TRUE(inv_->SetLink({"spine", "far", 1}).ok());
+  ASSERT_TRUE(inv_->SetLink({"rack-mate", "src", 5}).ok());
+  ASSERT_TRUE(inv_->SetLink({"src", "rack-mate", 9}).ok()) << "same link, either order: update";
+  auto links = inv_->ListLinks();
+  ASSERT_TRUE(links.has_value());
+  EXPECT_EQ(links->size(), 3u);
+  auto plan = inv_->PlanDestination("vm");
+  ASSERT_TRUE(plan.has_value());
+  EXPECT_TRUE(plan->link_graph);
+  EXPECT_EQ(Chosen(*plan), "far");
+  ASSERT_TRUE(inv_->RemoveLink("far", "spine").ok());
+  EXPECT_EQ(inv_->RemoveLink("far", "spine").code(), StatusCode::kNotFound);
+  plan = inv_->PlanDestination("vm");
+  ASSERT_TRUE(plan.has_value());
+  EXPECT_EQ(Chosen(*plan), "rack-mate");
+  EXPECT_TRUE(inv_->SetLink({"a", "a", 1}).IsInvalidArgument());
+  EXPECT_TRUE(inv_->SetLink({"a", "b", 0}).IsInvalidArgument());
+}
+
+TEST_P(DestinationInventoryTest, UnknownVmIsNotFound) {
+  auto plan = inv_->PlanDestination("ghost");
+  ASSERT_FALSE(plan.has_value());
+  EXPECT_EQ(plan.error().code(), StatusCode::kNotFound);
+}
+
+// ------------------------------------------------------------ migrations
+
+TEST_P(DestinationInventoryTest, SuccessfulMigrationMovesTheVmAndItsCapacity) {
+  MustAddVm(VmOf("donor", "far", kDebian));
+  auto m = inv_->BeginMigration("vm", "far");
+  ASSERT_TRUE(m.has_value()) << m.error().ToString();
+  EXPECT_EQ(m->outcome, MigrationOutcome::kInProgress);
+  EXPECT_EQ(m->source, "src");
+  EXPECT_EQ(m->donor, "donor");
+  EXPECT_EQ(m->kind, kDebian);
+  EXPECT_EQ(inv_->GetVm("vm")->state, VmState::kMigrating);
+  Host far = MustGetHost("far");
+  EXPECT_EQ(far.memory_used_mib, 1024u + 2048u) << "the reservation counts as used";
+  EXPECT_EQ(far.memory_reserved_mib, 2048u);
+  EXPECT_EQ(far.vcpus_reserved, 2u);
+  EXPECT_EQ(far.vm_count, 1u);
+
+  MigrationFigures f{.bytes_on_wire = 100, .bytes_saved_position = 70, .bytes_saved_content = 20,
+                     .fallback_pages = 3, .total_ms = 1200, .downtime_ms = 40, .error = ""};
+  auto done = inv_->FinishMigration(m->id, MigrationOutcome::kSucceeded, f);
+  ASSERT_TRUE(done.has_value()) << done.error().ToString();
+  EXPECT_EQ(done->outcome, MigrationOutcome::kSucceeded);
+  EXPECT_EQ(done->figures.bytes_saved_position, 70u);
+  EXPECT_EQ(done->figures.downtime_ms, 40u);
+  EXPECT_FALSE(done->finished_at.empty());
+  auto vm = inv_->GetVm("vm");
+  EXPECT_EQ(vm->host, "far");
+  EXPECT_EQ(vm->state, VmState::kRunning);
+  far = MustGetHost("far");
+  EXPECT_EQ(far.memory_used_mib, 3072u);
+  EXPECT_EQ(far.memory_reserved_mib, 0u);
+  EXPECT_EQ(far.vcpus_reserved, 0u);
+  EXPECT_EQ(far.vm_count, 2u);
+  Host src = MustGetHost("src");
+  EXPECT_EQ(src.memory_used_mib, 0u);
+  EXPECT_EQ(src.vcpus_used, 0u);
+  EXPECT_EQ(src.vm_count, 0u);
+
+  auto again = inv_->FinishMigration(m->id, MigrationOutcome::kFailed, {});
+  ASSERT_FALSE(again.has_value());
+  EXPECT_EQ(again.error().code(), StatusCode::kFailedPrecondition);
+  MigrationFilter of_vm;
+  of_vm.vm = "vm";
+  auto log = inv_->ListMigrations(of_vm);
+  ASSERT_TRUE(log.has_value());
+  ASSERT_EQ(log->size(), 1u);
+  EXPECT_EQ((*log)[0].figures.bytes_on_wire, 100u);
+}
+
+TEST_P(DestinationInventoryTest, FailedMigrationReleasesTheReservationAndTheVmStays) {
+  auto m = inv_->BeginMigration("vm", "pod-mate");
+  ASSERT_TRUE(m.has_value()) << m.error().ToString();
+  EXPECT_EQ(m->donor, "");
+  auto done = inv_->FinishMigration(m->id, MigrationOutcome::kFailed,
+                                    {.error = "destination QEMU exited"});
+  ASSERT_TRUE(done.has_value()) << done.error().ToString();
+  EXPECT_EQ(done->figures.error, "destination QEMU exited");
+  auto vm = inv_->GetVm("vm");
+  EXPECT_EQ(vm->host, "src");
+  EXPECT_EQ(vm->state, VmState::kRunning);
+  Host dst = MustGetHost("pod-mate");
+  EXPECT_EQ(dst.memory_used_mib, 0u);
+  EXPECT_EQ(dst.memory_reserved_mib, 0u);
+  EXPECT_EQ(MustGetHost("src").memory_used_mib, 2048u);
+}
+
+TEST_P(DestinationInventoryTest, ReservationsCountInCapacityChecks) {
+  MustAddVm(VmOf("filler", "far", kAlpine, 13000));
+  auto m = inv_->BeginMigration("vm", "far");  // 2048 of the 3384 MiB left
+  ASSERT_TRUE(m.has_value()) << m.error().ToString();
+  auto r = inv_->AddVm(VmOf("late", "far", kAlpine, 2048));
+  ASSERT_FALSE(r.has_value());
+  EXPECT_EQ(r.error().code(), StatusCode::kResourceExhausted);
+  auto plan = inv_->PlanPlacement(kAlpine, {2048, 1});
+  ASSERT_TRUE(plan.has_value());
+  EXPECT_NE(plan->candidates[*plan->decision.chosen].name, "far");
+  EXPECT_EQ(inv_->RemoveHost("far").code(), StatusCode::kFailedPrecondition);
+  EXPECT_EQ(inv_->RemoveVm("vm").code(), StatusCode::kFailedPrecondition);
+  MigrationFilter running;
+  running.in_progress_only = true;
+  auto in_progress = inv_->ListMigrations(running);
+  ASSERT_TRUE(in_progress.has_value());
+  EXPECT_EQ(in_progress->size(), 1u);
+}
+
+TEST_P(DestinationInventoryTest, BeginMigrationRefusesBadRequestsCleanly) {
+  MustAddVm(VmOf("big", "far", kAlpine, 15000));
+  auto full = inv_->BeginMigration("vm", "far");
+  ASSERT_FALSE(full.has_value());
+  EXPECT_EQ(full.error().code(), StatusCode::kResourceExhausted);
+  EXPECT_EQ(full.error().message(),
+            "cannot migrate VM vm to far: no room there (1384 MiB free, 2048 MiB needed)");
+  auto same = inv_->BeginMigration("vm", "src");
+  ASSERT_FALSE(same.has_value());
+  EXPECT_TRUE(same.error().IsInvalidArgument());
+  EXPECT_EQ(inv_->BeginMigration("ghost", "far").error().code(), StatusCode::kNotFound);
+  EXPECT_EQ(inv_->BeginMigration("vm", "ghost").error().code(), StatusCode::kNotFound);
+  ASSERT_TRUE(inv_->SetHostState("pod-mate", HostState::kDraining).ok());
+  EXPECT_EQ(inv_->BeginMigration("vm", "pod-mate").error().code(),
+            StatusCode::kFailedPrecondition);
+  auto bad_donor = inv_->BeginMigration("vm", "rack-mate", "big");
+  ASSERT_FALSE(bad_donor.has_value());
+  EXPECT_TRUE(bad_donor.error().IsInvalidArgument());
+  // Nothing of the refused attempts was written.
+  EXPECT_EQ(inv_->GetVm("vm")->state, VmState::kRunning);
+  EXPECT_EQ(MustGetHost("rack-mate").memory_used_mib, 0u);
+  EXPECT_TRUE(inv_->ListMigrations()->empty());
+  // A VM that is already migrating cannot begin another migration.
+  ASSERT_TRUE(inv_->BeginMigration("vm", "rack-mate").has_value());
+  auto twice = inv_->BeginMigration("vm", "far");
+  ASSERT_FALSE(twice.has_value());
+  EXPECT_EQ(twice.error().code(), StatusCode::kFailedPrecondition);
+  EXPECT_EQ(inv_->FinishMigration(12345, MigrationOutcome::kFailed, {}).error().code(),
+            StatusCode::kNotFound);
+}
+
+// -------------------------------------------------------------- catalogs
+
+TEST_P(InventoryTest, CatalogsRoundTripBinaryBytesAndAreReplaced) {
+  std::string bytes("ESCDRCAT\0\x01\xff\x00tail", 17);
+  ASSERT_TRUE(inv_->PutCatalog(kDebian, bytes).ok());
+  ASSERT_TRUE(inv_->PutCatalog(kAlpine, std::string()).ok());
+  auto got = inv_->GetCatalog(kDebian);
+  ASSERT_TRUE(got.has_value()) << got.error().ToString();
+  EXPECT_EQ(*got, bytes);
+  EXPECT_EQ(inv_->GetCatalog(kAlpine).value_or("x"), "");
+  ASSERT_TRUE(inv_->PutCatalog(kDebian, "v2").ok());
+  EXPECT_EQ(inv_->GetCatalog(kDebian).value_or(""), "v2");
+  auto list = inv_->ListCatalogs();
+  ASSERT_TRUE(list.has_value());
+  ASSERT_EQ(list->size(), 2u);
+  EXPECT_EQ((*list)[0].kind, kAlpine);
+  EXPECT_EQ((*list)[1].kind, kDebian);
+  EXPECT_EQ((*list)[1].size_bytes, 2u);
+  auto missing = inv_->GetCatalog(kDebian11);
+  ASSERT_FALSE(missing.has_value());
+  EXPECT_EQ(missing.error().code(), StatusCode::kNotFound);
+  EXPECT_EQ(missing.error().message(), "no catalog for debian 11 / qemu 7.2");
+  ASSERT_TRUE(inv_->RemoveCatalog(kDebian).ok());
+  EXPECT_EQ(inv_->RemoveCatalog(kDebian).code(), StatusCode::kNotFound);
+  EXPECT_EQ(inv_->ListCatalogs()->size(), 1u);
+}
+
+TEST_P(InventoryTest, LargeCatalogRoundTrips) {
+  std::string bytes(3 << 20, '\0');
+  for (std::size_t i = 0; i < bytes.size(); ++i) bytes[i] = static_cast<char>(i * 131 + (i >> 9));
+  ASSERT_TRUE(inv_->PutCatalog(kDebian, bytes).ok());
+  auto got = inv_->GetCatalog(kDebian);
+  ASSERT_TRUE(got.has_value());
+  EXPECT_TRUE(*got == bytes);
+}
+
+// ---------------------------------------------------- schema and reopening
+
+TEST_P(InventoryTest, DataSurvivesReopening) {
+  if (!db_->shared()) GTEST_SKIP() << "an in-memory inventory cannot be reopened";
+  MustAddHost(HostOf("h1"));
+  MustAddVm(VmOf("v1", "h1"));
+  ASSERT_TRUE(inv_->PutCatalog(kDebian, "cat").ok());
+  inv_.reset();
+  auto again = OpenInventory(db_->url());
+  ASSERT_TRUE(again.has_value()) << again.error().ToString();
+  EXPECT_EQ((*again)->GetVm("v1")->host, "h1");
+  EXPECT_EQ((*again)->GetCatalog(kDebian).value_or(""), "cat");
+  EXPECT_EQ((*again)->GetHost("h1")->memory_used_mib, 1024u);
+}
+
+TEST_P(InventoryTest, NewerSchemaIsRefusedWithAClearMessage) {
+  if (!db_->shared()) GTEST_SKIP() << "an in-memory inventory cannot be reopened";
+  inv_.reset();
+  {
+    Result<std::unique_ptr<inventory_internal::SqlDb>> raw =
+        GetParam() == "postgres" ? inventory_internal::OpenPostgres(db_->url())
+                                 : inventory_internal::OpenSqlite(db_->url(), db_->url());
+    ASSERT_TRUE(raw.has_value()) << raw.error().ToString();
+    ASSERT_TRUE((*raw)->ExecScript("UPDATE schema_version SET version = 7").ok());
+  }
+  auto again = OpenInventory(db_->url());
+  ASSERT_FALSE(again.has_value());
+  EXPECT_EQ(again.error().code(), StatusCode::kVersionMismatch);
+  EXPECT_EQ(again.error().message(),
+            "database " + RedactUrl(db_->url()) +
+                " has schema version 7; this escdr supports up to 1: upgrade escdr");
+}
+
+TEST_P(InventoryTest, TwoInventoriesOnOneDatabaseSeeEachOther) {
+  if (!db_->shared()) GTEST_SKIP() << "an in-memory inventory is private";
+  auto second = OpenInventory(db_->url());
+  ASSERT_TRUE(second.has_value()) << second.error().ToString();
+  MustAddHost(HostOf("h1", 2048));
+  ASSERT_TRUE((*second)->AddVm(VmOf("v1", "h1", kDebian, 2048)).has_value());
+  auto r = inv_->AddVm(VmOf("v2", "h1", kDebian, 1));
+  ASSERT_FALSE(r.has_value());
+  EXPECT_EQ(r.error().code(), StatusCode::kResourceExhausted);
+}
+
+std::string BackendName(const ::testing::TestParamInfo<std::string>& param) {
+  return param.param;
+}
+INSTANTIATE_TEST_SUITE_P(Backends, InventoryTest,
+                         ::testing::Values("sqlite", "memory", "postgres"), BackendName);
+INSTANTIATE_TEST_SUITE_P(Backends, DestinationInventoryTest,
+                         ::testing::Values("sqlite", "memory", "postgres"), BackendName);
+
+// --------------------------------------------------- opening and URLs
+
+TEST(OpenInventoryTest, MissingDirectoryIsUnavailableAndNamesTheDatabase) {
+  auto r = OpenInventory("/nonexistent-escdr-dir/inventory.db");
+  ASSERT_FALSE(r.has_value());
+  EXPECT_EQ(r.error().code(), StatusCode::kUnavailable);
+  EXPECT_EQ(r.error().message(),
+            "cannot open database /nonexistent-escdr-dir/inventory.db: directory "
+            "/nonexistent-escdr-dir does not exist");
+}
+
+TEST(OpenInventoryTest, FileThatIsNotADatabaseIsRefused) {
+  inventory_testing::TestDatabase db("sqlite");
+  ASSERT_TRUE(db.ok());
+  std::ofstream(db.url()) << std::string(4096, 'x');
+  auto r = OpenInventory("sqlite:" + db.url());
+  ASSERT_FALSE(r.has_value());
+  EXPECT_EQ(r.error().code(), StatusCode::kUnavailable);
+  EXPECT_THAT(r.error().message(), StartsWith("cannot open database sqlite:" + db.url() + ": "));
+  EXPECT_THAT(r.error().message(), HasSubstr("not a database"));
+}
+
+TEST(OpenInventoryTest, UnreachablePostgresNamesTheDatabaseButNotThePassword) {
+  auto r = OpenInventory("postgresql://escdr:s3cret@/escdr?host=/nonexistent-escdr-socket-dir");
+  ASSERT_FALSE(r.has_value());
+  EXPECT_EQ(r.error().code(), StatusCode::kUnavailable);
+  EXPECT_THAT(r.error().message(),
+              StartsWith("cannot connect to database "
+                         "postgresql://escdr:***@/escdr?host=/nonexistent-escdr-socket-dir: "));
+  EXPECT_THAT(r.error().message(), ::testing::Not(HasSubstr("s3cret")));
+  EXPECT_EQ(r.error().message().find('\n'), std::string::npos) << "one line";
+}
+
+TEST(OpenInventoryTest, UnknownSchemeIsInvalidArgument) {
+  auto r = OpenInventory("mysql://root@localhost/escdr");
+  ASSERT_FALSE(r.has_value());
+  EXPECT_TRUE(r.error().IsInvalidArgument());
+}
+
+TEST(InventoryUrlTest, RedactUrlHidesPasswordsOnly) {
+  EXPECT_EQ(RedactUrl("postgresql://u:pw@db.example:5432/inv"),
+            "postgresql://u:***@db.example:5432/inv");
+  EXPECT_EQ(RedactUrl("postgresql://u@db/inv?password=pw&sslmode=require"),
+            "postgresql://u@db/inv?password=***&sslmode=require");
+  EXPECT_EQ(RedactUrl("postgresql://u@/inv?host=/run/pg"), "postgresql://u@/inv?host=/run/pg");
+  EXPECT_EQ(RedactUrl("/var/lib/escdr/inventory.db"), "/var/lib/escdr/inventory.db");
+}
+
+TEST(InventoryUrlTest, ResolveUsesDbElseStateDir) {
+  EXPECT_EQ(ResolveInventoryUrl("postgresql://x/y", "/s"), "postgresql://x/y");
+  EXPECT_EQ(ResolveInventoryUrl("", "/s"), "/s/inventory.db");
+}
+
+TEST(InventoryUrlTest, PgUrlWithDatabaseKeepsServerAndQuery) {
+  using inventory_internal::PgUrlWithDatabase;
+  EXPECT_EQ(PgUrlWithDatabase("postgresql://postgres@/escdr?host=/tmp/s", "t1"),
+            "postgresql://postgres@/t1?host=/tmp/s");
+  EXPECT_EQ(PgUrlWithDatabase("postgresql://u:p@h:5432/db", "t2"), "postgresql://u:p@h:5432/t2");
+  EXPECT_EQ(PgUrlWithDatabase("postgresql://h", "t3"), "postgresql://h/t3");
+}
+
+}  // namespace
+}  // namespace escdr
