@@ -51,8 +51,9 @@ struct GuestOptions {
   std::string source_dir;
   std::string work_parent = "/dev/shm";  // parent of the temporary directory
   std::uint64_t settle_counter = 2;      // Boot() returns once the counter reaches it
-  // Generous: TCG boots take ~5-10 s alone and far longer on a loaded 2-core box.
-  std::chrono::milliseconds boot_timeout{180000};
+  // Generous: a 256 MiB guest reaches its first counter in ~9 s alone on an
+  // idle 2-core machine, but took ~75 s when 4 booted at once on a loaded one.
+  std::chrono::milliseconds boot_timeout{300000};
   std::vector<std::string> extra_qemu_args;
 };
 
