@@ -62,6 +62,11 @@ std::span<const std::uint8_t> FrameBuffer::open_payload() const {
   return std::span<const std::uint8_t>(buf_).subspan(open_ + kFrameHeaderSize);
 }
 
+std::span<std::uint8_t> FrameBuffer::mutable_open_payload() {
+  if (!frame_open()) return {};
+  return std::span<std::uint8_t>(buf_).subspan(open_ + kFrameHeaderSize);
+}
+
 void FrameBuffer::End(bool drop_if_empty) {
   assert(frame_open());
   std::size_t length = open_payload_size();
@@ -171,6 +176,12 @@ Status FrameReader::Fill(std::size_t n, Deadline deadline, std::chrono::millisec
     end_ += *got;
   }
   return Status::OK();
+}
+
+bool FrameReader::HasBufferedFrame() const {
+  if (end_ - begin_ < kFrameHeaderSize) return false;
+  const FrameHeader h = DecodeFrameHeader(buf_.data() + begin_);
+  return h.length <= end_ - begin_ - kFrameHeaderSize;
 }
 
 Result<FrameView> FrameReader::Next(std::chrono::milliseconds idle_timeout,

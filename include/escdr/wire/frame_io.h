@@ -56,8 +56,10 @@ class FrameBuffer {
   bool frame_open() const { return open_ != kNone; }
   FrameType open_type() const { return open_type_; }
   std::size_t open_payload_size() const;
-  // The payload of the open frame so far.
+  // The payload of the open frame so far; the mutable form lets the caller
+  // patch fields it could not know when it began the frame (a count).
   std::span<const std::uint8_t> open_payload() const;
+  std::span<std::uint8_t> mutable_open_payload();
 
   // All closed frames. REQUIRES: no frame open.
   std::span<const std::uint8_t> bytes() const;
@@ -133,6 +135,11 @@ class FrameReader {
   //   * Timeout: "no frame from the source for 30 s in state Streaming".
   // After an error the reader must not be used again.
   Result<FrameView> Next(std::chrono::milliseconds idle_timeout, std::string_view state);
+
+  // True if a whole frame is already buffered, so Next() will not wait for
+  // the network. Lets a caller batch its own output while frames keep coming
+  // and flush it before it would block.
+  bool HasBufferedFrame() const;
 
   // Bytes (headers included) and frames read so far, skipped ones included.
   std::uint64_t bytes_read() const { return bytes_.load(std::memory_order_relaxed); }

@@ -1,0 +1,541 @@
+#include "escdr/migrate/source_session.h"
+
+#include <atomic>
+#include <cstring>
+#include <mutex>
+#include <optional>
+#include <random>
+#include <thread>
+#include <vector>
+
+#include <fmt/format.h>
+
+#include "escdr/page/page.h"
+#include "escdr/qemu/stream_parser.h"
+#include "escdr/sys/clock.h"
+#include "escdr/wire/coding.h"
+#include "escdr/wire/frame_io.h"
+#include "escdr/wire/messages.h"
+#include "migrate/session_util.h"
+
+namespace escdr {
+namespace {
+
+using std::chrono::milliseconds;
+using wire::FrameType;
+
+// The source's receiver states (wire-protocol §5).
+enum class State { kAwaitHello, kAwaitAvailability, kStreaming, kAwaitResult, kDone, kAborted };
+
+const char* StateName(State s) {
+  switch (s) {
+    case State::kAwaitHello: return "AwaitHello";
+    case State::kAwaitAvailability: return "AwaitAvailability";
+    case State::kStreaming: return "Streaming";
+    case State::kAwaitResult: return "AwaitResult";
+    case State::kDone: return "Done";
+    case State::kAborted: return "Aborted";
+  }
+  return "?";
+}
+
+Status Unexpected(FrameType type, State state) {
+  return Status::ProtocolError(fmt::format("{} frame not expected from the destination in state {}",
+                                           wire::FrameTypeName(type), StateName(state)));
+}
+
+std::uint64_t RandomId() {
+  std::random_device rd;
+  return (std::uint64_t{rd()} << 32) ^ rd() ^ 1;  // never 0
+}
+
+constexpr milliseconds kBestEffortWrite{1000};
+
+}  // namespace
+
+class SourceSession::Impl final : public StreamVisitor {
+ public:
+  Impl(std::unique_ptr<wire::Connection> peer, const StaticContent* content, SourceParams params,
+       const SourceOptions& options)
+      : peer_(std::move(peer)),
+        content_(content),
+        params_(std::move(params)),
+        options_(options),
+        writer_(peer_.get(), options.idle_timeout),
+        reader_(peer_.get(), "destination") {}
+
+  ~Impl() override {
+    if (back_.joinable()) back_.join();
+  }
+
+  Status Handshake();
+  Status HandshakeSteps(bool* from_peer);
+  Result<MigrationReport> Run(std::unique_ptr<wire::Connection> qemu);
+  void Cancel(const std::string& reason);
+
+  std::uint64_t migration_id() const { return params_.migration_id; }
+  std::uint32_t available_entries() const { return availability_.available_count(); }
+
+  // StreamVisitor: builds frames in out_ as the parser reports the stream.
+  Status OnBytes(std::span<const std::uint8_t> bytes) override;
+  Status OnBlockList(const std::vector<RamBlockInfo>& blocks) override;
+  Status OnPage(std::uint32_t block, std::uint64_t offset, const std::uint8_t* data) override;
+  Status OnZero(std::uint32_t, std::uint64_t, std::uint8_t) override {
+    ++report_.zero_records;
+    return Status::OK();
+  }
+  Status OnPhase(StreamPhase phase) override {
+    if (phase == StreamPhase::kRamComplete) ram_complete_at_ = MonotonicClock::now();
+    return Status::OK();
+  }
+
+ private:
+  void ForwardLoop();
+  void BackLoop();
+  // The receiver state machine: consumes one frame from the destination.
+  // `from_peer` is set when the error is the destination's own report.
+  Status Step(const wire::FrameView& frame, bool* from_peer);
+  void CloseOpenFrame();
+  Status FlushOut();
+  void MaybeKeepalive();
+  // Records the first failure, tells the destination (unless it reported it)
+  // and shuts both connections down so that every thread stops.
+  void Fail(Status s, bool tell_peer);
+  void ShutdownConnections();
+
+  std::unique_ptr<wire::Connection> peer_;
+  const StaticContent* content_;
+  SourceParams params_;
+  SourceOptions options_;
+  wire::FrameWriter writer_;
+  wire::FrameReader reader_;
+  wire::Availability availability_;
+  bool eliding_ = false;
+
+  std::mutex conn_mu_;  // guards qemu_ against Cancel() while Run() installs it
+  std::unique_ptr<wire::Connection> qemu_;
+  bool cancelled_ = false;
+
+  std::atomic<State> state_{State::kAwaitHello};
+  migrate_internal::FailureLatch failure_;
+  std::thread back_;
+
+  // Forward path (Run's thread).
+  wire::FrameBuffer out_;
+  std::uint32_t refs_in_frame_ = 0;
+  std::vector<int> block_handles_;  // stream block -> StaticContent block handle
+  MigrationReport report_;
+  std::optional<MonotonicClock::time_point> ram_complete_at_;
+
+  // The window of unacknowledged references (§6): slot seq % window_pages.
+  std::mutex window_mu_;
+  std::unique_ptr<std::uint8_t[]> window_;
+  std::uint64_t next_seq_ = 0;  // guarded by window_mu_
+  std::uint64_t acked_ = 0;     // guarded by window_mu_
+
+  // Back path (its own thread until joined).
+  std::optional<wire::DestinationResult> result_;
+  std::uint64_t return_path_bytes_ = 0;
+  migrate_internal::ReturnPathWatcher return_path_;
+  std::optional<MonotonicClock::time_point> shut_at_;
+};
+
+// ---- handshake ----
+
+Status SourceSession::Impl::Handshake() {
+  bool from_peer = false;
+  Status s = HandshakeSteps(&from_peer);
+  if (!s.ok()) Fail(s, !from_peer);
+  return s;
+}
+
+Status SourceSession::Impl::HandshakeSteps(bool* from_peer) {
+  wire::Prepare prepare;
+  prepare.migration_id = params_.migration_id;
+  prepare.vm_name = params_.vm_name;
+  prepare.kind = params_.kind;
+  prepare.window_pages = options_.window_pages;
+  if (content_ != nullptr) {
+    prepare.catalog_checksum = content_->checksum();
+    prepare.catalog_entries = content_->size();
+  }
+  ESCDR_RETURN_IF_ERROR(prepare.Validate());
+
+  wire::FrameBuffer b;
+  b.Append(FrameType::kHello, wire::Hello{wire::kProtocolVersion, wire::Role::kSource}.Encode());
+  b.Append(FrameType::kPrepare, prepare.Encode());
+  ESCDR_RETURN_IF_ERROR(writer_.Write(b));
+
+  for (State state : {State::kAwaitHello, State::kAwaitAvailability}) {
+    state_ = state;
+    auto timeout = state == State::kAwaitHello ? options_.idle_timeout : options_.prepare_timeout;
+    ESCDR_ASSIGN_OR_RETURN(wire::FrameView f, reader_.Next(timeout, StateName(state)));
+    if (f.type == FrameType::kError || f.type == FrameType::kAbort) return Step(f, from_peer);
+    if (state == State::kAwaitHello) {
+      if (f.type != FrameType::kHello) return Unexpected(f.type, state);
+      ESCDR_ASSIGN_OR_RETURN(wire::Hello h, wire::Hello::Decode(f.payload));
+      if (h.role != wire::Role::kDestination) {
+        return Status::ProtocolError("the destination's Hello does not have the destination role");
+      }
+      if (h.version != wire::kProtocolVersion) {
+        return Status::ProtocolError(fmt::format(
+            "the destination answered protocol version {} to version {}", h.version,
+            wire::kProtocolVersion));
+      }
+    } else {
+      if (f.type != FrameType::kAvailability) return Unexpected(f.type, state);
+      ESCDR_ASSIGN_OR_RETURN(availability_, wire::Availability::Decode(f.payload));
+      if (availability_.catalog_entries != prepare.catalog_entries) {
+        return Status::ProtocolError(fmt::format(
+            "the destination's Availability covers {} catalog entries, Prepare announced {}",
+            availability_.catalog_entries, prepare.catalog_entries));
+      }
+    }
+  }
+  eliding_ = content_ != nullptr && options_.window_pages > 0 &&
+             availability_.available_count() > 0;
+  report_.catalog_entries = prepare.catalog_entries;
+  report_.available_entries = availability_.available_count();
+  return Status::OK();
+}
+
+// ---- failure and cancellation ----
+
+void SourceSession::Impl::ShutdownConnections() {
+  peer_->Shutdown();
+  std::lock_guard<std::mutex> lock(conn_mu_);
+  if (qemu_) qemu_->Shutdown();
+}
+
+void SourceSession::Impl::Fail(Status s, bool tell_peer) {
+  if (!failure_.Set(s)) return;
+  state_ = State::kAborted;
+  if (tell_peer) {
+    (void)writer_.TryWriteFrame(FrameType::kError, wire::EncodeError(s), kBestEffortWrite);
+  }
+  ShutdownConnections();
+}
+
+void SourceSession::Impl::Cancel(const std::string& reason) {
+  {
+    std::lock_guard<std::mutex> lock(conn_mu_);
+    cancelled_ = true;
+  }
+  Status s = Status::Aborted(fmt::format("migration cancelled on the source: {}", reason));
+  if (!failure_.Set(s)) return;
+  state_ = State::kAborted;
+  (void)writer_.TryWriteFrame(FrameType::kAbort, wire::EncodeAbort(reason), kBestEffortWrite);
+  ShutdownConnections();
+}
+
+// ---- run ----
+
+Result<MigrationReport> SourceSession::Impl::Run(std::unique_ptr<wire::Connection> qemu) {
+  const auto start = MonotonicClock::now();
+  {
+    std::lock_guard<std::mutex> lock(conn_mu_);
+    qemu_ = std::move(qemu);
+    if (cancelled_) qemu_->Shutdown();
+  }
+  if (failure_.failed()) return Err(failure_.status());
+  if (eliding_) window_.reset(new std::uint8_t[std::size_t{options_.window_pages} * kPageSize]);
+  state_ = State::kStreaming;
+  back_ = std::thread([this] { BackLoop(); });
+  ForwardLoop();
+  back_.join();
+  if (failure_.failed()) return Err(failure_.status());
+
+  const auto end = MonotonicClock::now();
+  state_ = State::kDone;
+  MigrationReport r = report_;
+  r.pages_from_donor = result_->pages_from_donor;
+  r.fallbacks = result_->fallbacks;
+  r.rebuilt_bytes = result_->rebuilt_bytes;
+  r.donor_pages_scanned = result_->donor_pages_scanned;
+  r.scan_time = std::chrono::microseconds(result_->scan_micros);
+  r.return_path_bytes = return_path_bytes_;
+  r.wire_bytes_sent = writer_.bytes_written();
+  r.wire_bytes_received = reader_.bytes_read();
+  r.total_time = std::chrono::duration_cast<std::chrono::microseconds>(end - start);
+  if (ram_complete_at_) {
+    auto until = shut_at_.value_or(end);
+    r.downtime = std::chrono::duration_cast<std::chrono::microseconds>(until - *ram_complete_at_);
+    r.downtime_measured = true;
+  }
+  return r;
+}
+
+void SourceSession::Impl::MaybeKeepalive() {
+  if (MonotonicClock::now() - writer_.last_write() < options_.keepalive_interval) return;
+  Status s = writer_.WriteFrame(FrameType::kKeepalive, {});
+  if (!s.ok()) Fail(s.WithContext("cannot send a keepalive to the destination"), false);
+}
+
+void SourceSession::Impl::ForwardLoop() {
+  StreamParser parser(this);
+  std::vector<std::uint8_t> buf(options_.qemu_read_chunk);
+  for (;;) {
+    if (failure_.failed()) return;
+    auto got = qemu_->ReadSome(buf, Deadline::After(options_.keepalive_interval));
+    if (failure_.failed()) return;
+    if (!got.has_value()) {
+      if (got.error().code() == StatusCode::kTimeout) {
+        MaybeKeepalive();
+        continue;
+      }
+      Fail(got.error().WithContext(fmt::format("cannot read the source QEMU's stream after {} bytes",
+                                               report_.stream_bytes)),
+           true);
+      return;
+    }
+    if (*got == 0) break;
+    report_.stream_bytes += *got;
+    Status s = parser.Feed(std::span<const std::uint8_t>(buf.data(), *got));
+    if (!s.ok()) {
+      Fail(s.WithContext("source QEMU stream"), true);
+      return;
+    }
+    s = FlushOut();
+    if (!s.ok()) {
+      Fail(s.WithContext("cannot send to the destination"), true);
+      return;
+    }
+  }
+  Status s = parser.Finish();
+  if (!s.ok()) {
+    Fail(s.WithContext("the source QEMU closed its migration socket early"), true);
+    return;
+  }
+  s = FlushOut();
+  if (s.ok()) {
+    wire::EndSummary end;
+    end.stream_bytes = report_.stream_bytes;
+    {
+      std::lock_guard<std::mutex> lock(window_mu_);
+      end.refs = next_seq_;
+    }
+    end.page_records = report_.page_records;
+    end.zero_records = report_.zero_records;
+    end.pages_by_position = report_.pages_by_position;
+    end.pages_by_content = report_.pages_by_content;
+    end.pages_window_full = report_.pages_window_full;
+    // The state changes before End goes out: Result may come right after it.
+    state_ = State::kAwaitResult;
+    s = writer_.WriteFrame(FrameType::kEnd, end.Encode());
+  }
+  if (!s.ok()) Fail(s.WithContext("cannot send to the destination"), true);
+}
+
+// ---- frame building (parser callbacks) ----
+
+void SourceSession::Impl::CloseOpenFrame() {
+  if (!out_.frame_open()) return;
+  if (out_.open_type() == FrameType::kRefs) {
+    // Patch the entry count into the Refs header (offset 8 of the payload).
+    wire::StoreFixed32(out_.mutable_open_payload().data() + 8, refs_in_frame_);
+    refs_in_frame_ = 0;
+  }
+  out_.End(/*drop_if_empty=*/true);
+}
+
+Status SourceSession::Impl::FlushOut() {
+  CloseOpenFrame();
+  if (out_.empty()) return Status::OK();
+  Status s = writer_.Write(out_);
+  out_.Clear();
+  return s;
+}
+
+Status SourceSession::Impl::OnBytes(std::span<const std::uint8_t> bytes) {
+  while (!bytes.empty()) {
+    if (out_.frame_open() && out_.open_type() != FrameType::kData) CloseOpenFrame();
+    if (!out_.frame_open()) out_.Begin(FrameType::kData);
+    std::size_t n = std::min(bytes.size(), options_.max_data_frame - out_.open_payload_size());
+    out_.AppendPayload(bytes.first(n));
+    bytes = bytes.subspan(n);
+    if (out_.open_payload_size() == options_.max_data_frame) out_.End();
+  }
+  return Status::OK();
+}
+
+Status SourceSession::Impl::OnBlockList(const std::vector<RamBlockInfo>& blocks) {
+  block_handles_.clear();
+  for (const RamBlockInfo& b : blocks) {
+    block_handles_.push_back(content_ != nullptr ? content_->FindBlock(b.name) : -1);
+  }
+  return Status::OK();
+}
+
+Status SourceSession::Impl::OnPage(std::uint32_t block, std::uint64_t offset,
+                                   const std::uint8_t* data) {
+  ++report_.page_records;
+  const std::span<const std::uint8_t> page(data, kPageSize);
+  if (!eliding_) return OnBytes(page);
+  const std::uint32_t index = content_->Find(HashPage(data));
+  if (index == kNoContent || !wire::BitmapTest(availability_.bitmap, index)) return OnBytes(page);
+
+  std::uint64_t seq = 0;
+  bool window_full = false;
+  {
+    std::lock_guard<std::mutex> lock(window_mu_);
+    if (next_seq_ - acked_ >= options_.window_pages) {
+      window_full = true;
+    } else {
+      seq = next_seq_++;
+      std::memcpy(window_.get() + (seq % options_.window_pages) * kPageSize, data, kPageSize);
+    }
+  }
+  if (window_full) {
+    // Never block the stream on an Ack (wire-protocol §6): send it in full.
+    ++report_.pages_window_full;
+    return OnBytes(page);
+  }
+  const int handle = block < block_handles_.size() ? block_handles_[block] : -1;
+  if (handle >= 0 && content_->ContentAt(handle, offset / kPageSize) == index) {
+    ++report_.pages_by_position;
+  } else {
+    ++report_.pages_by_content;
+  }
+
+  // Fold the record's 8-byte CONTINUE header into the reference when it is
+  // the last thing in the open Data frame (wire-protocol §3.5). Even if those
+  // bytes were not this record's header, the destination writes the same 8
+  // bytes back in the same place, so the stream stays byte-identical.
+  wire::RefEntry entry{0, index};
+  const std::uint64_t word = offset | wire::kPageContinueFlags;
+  if (out_.frame_open() && out_.open_type() == FrameType::kData &&
+      out_.open_payload_size() >= 8 &&
+      wire::LoadBigEndian64(out_.open_payload().last(8).data()) == word) {
+    out_.TrimPayload(8);
+    entry.record_word = word;
+  }
+  if (out_.frame_open() && out_.open_type() != FrameType::kRefs) CloseOpenFrame();
+  if (!out_.frame_open()) {
+    out_.Begin(FrameType::kRefs);
+    std::uint8_t* h = out_.ExtendPayload(wire::kRefsFixedSize);
+    wire::StoreFixed64(h, seq);
+    wire::StoreFixed32(h + 8, 0);  // count, patched by CloseOpenFrame
+    wire::StoreFixed32(h + 12, 0);
+  }
+  wire::StoreRefEntry(out_.ExtendPayload(wire::kRefEntrySize), entry);
+  if (++refs_in_frame_ == wire::kMaxRefsPerFrame) CloseOpenFrame();
+  return Status::OK();
+}
+
+// ---- frames from the destination ----
+
+void SourceSession::Impl::BackLoop() {
+  for (;;) {
+    const State state = state_.load();
+    auto f = reader_.Next(options_.idle_timeout, StateName(state));
+    if (!f.has_value()) {
+      Fail(f.error(), true);  // a no-op if the session already failed
+      return;
+    }
+    bool from_peer = false;
+    Status s = Step(*f, &from_peer);
+    if (!s.ok()) {
+      Fail(s, !from_peer);
+      return;
+    }
+    if (result_) return;
+  }
+}
+
+Status SourceSession::Impl::Step(const wire::FrameView& f, bool* from_peer) {
+  const State state = state_.load();
+  switch (f.type) {
+    case FrameType::kError: {
+      *from_peer = true;
+      ESCDR_ASSIGN_OR_RETURN(Status peer, wire::DecodeError(f.payload));
+      return Status(peer.code(), "destination reported: " + peer.message());
+    }
+    case FrameType::kAbort: {
+      *from_peer = true;
+      ESCDR_ASSIGN_OR_RETURN(std::string reason, wire::DecodeAbort(f.payload));
+      return Status::Aborted("destination aborted the migration: " + reason);
+    }
+    case FrameType::kAck: {
+      if (state != State::kStreaming && state != State::kAwaitResult) break;
+      ESCDR_ASSIGN_OR_RETURN(wire::Ack ack, wire::Ack::Decode(f.payload));
+      std::lock_guard<std::mutex> lock(window_mu_);
+      if (ack.next_seq < acked_ || ack.next_seq > next_seq_) {
+        return Status::ProtocolError(fmt::format(
+            "Ack of {} is outside [{}, {}], the references acknowledged and sent", ack.next_seq,
+            acked_, next_seq_));
+      }
+      acked_ = ack.next_seq;
+      return Status::OK();
+    }
+    case FrameType::kPageRequest: {
+      if (state != State::kStreaming && state != State::kAwaitResult) break;
+      ESCDR_ASSIGN_OR_RETURN(wire::PageRequest req, wire::PageRequest::Decode(f.payload));
+      std::vector<std::uint8_t> payload;
+      {
+        std::lock_guard<std::mutex> lock(window_mu_);
+        if (req.seq < acked_ || req.seq >= next_seq_) {
+          return Status::ProtocolError(fmt::format(
+              "PageRequest for reference {} is outside the window [{}, {})", req.seq, acked_,
+              next_seq_));
+        }
+        payload = wire::EncodePageResponse(
+            req.seq, window_.get() + (req.seq % options_.window_pages) * kPageSize);
+      }
+      return writer_.WriteFrame(FrameType::kPageResponse, payload)
+          .WithContext("cannot send a page to the destination");
+    }
+    case FrameType::kReturnPath: {
+      if (state != State::kStreaming && state != State::kAwaitResult) break;
+      Status s = qemu_->WriteAll(f.payload, Deadline::After(options_.idle_timeout));
+      if (!s.ok()) return s.WithContext("cannot write the return path to the source QEMU");
+      return_path_bytes_ += f.payload.size();
+      if (return_path_.Feed(f.payload) && !shut_at_) shut_at_ = MonotonicClock::now();
+      return Status::OK();
+    }
+    case FrameType::kResult: {
+      if (state != State::kAwaitResult) break;
+      ESCDR_ASSIGN_OR_RETURN(wire::DestinationResult r, wire::DestinationResult::Decode(f.payload));
+      result_ = r;
+      return Status::OK();
+    }
+    default:
+      break;
+  }
+  return Unexpected(f.type, state);
+}
+
+// ---- public API ----
+
+SourceSession::SourceSession(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+SourceSession::~SourceSession() = default;
+
+Result<std::unique_ptr<SourceSession>> SourceSession::Connect(
+    std::unique_ptr<wire::Connection> peer, const StaticContent* content,
+    const SourceParams& params, const SourceOptions& options) {
+  if (options.max_data_frame < kPageSize || options.max_data_frame > wire::kMaxDataPayload) {
+    return Err(Status::InvalidArgument(fmt::format("max_data_frame {} is outside [{}, {}]",
+                                                   options.max_data_frame, kPageSize,
+                                                   wire::kMaxDataPayload)));
+  }
+  if (options.qemu_read_chunk == 0 || options.window_pages > wire::kMaxWindowPages) {
+    return Err(Status::InvalidArgument(fmt::format(
+        "qemu_read_chunk {} must be positive and window_pages {} at most {}",
+        options.qemu_read_chunk, options.window_pages, wire::kMaxWindowPages)));
+  }
+  SourceParams p = params;
+  if (p.migration_id == 0) p.migration_id = RandomId();
+  auto impl = std::make_unique<Impl>(std::move(peer), content, std::move(p), options);
+  ESCDR_RETURN_IF_ERROR(impl->Handshake());
+  return std::unique_ptr<SourceSession>(new SourceSession(std::move(impl)));
+}
+
+std::uint64_t SourceSession::migration_id() const { return impl_->migration_id(); }
+std::uint32_t SourceSession::available_entries() const { return impl_->available_entries(); }
+
+Result<MigrationReport> SourceSession::Run(std::unique_ptr<wire::Connection> qemu) {
+  return impl_->Run(std::move(qemu));
+}
+
+void SourceSession::Cancel(const std::string& reason) { impl_->Cancel(reason); }
+
+}  // namespace escdr
