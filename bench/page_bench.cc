@@ -39,7 +39,8 @@ void FillPage(std::uint8_t* p, std::uint64_t index, std::uint64_t& rng) {
   static const char kText[] =
       "static int __init escdr_module_init(void) { return register_chrdev(0, \"escdr\"); }\n";
   std::size_t n = sizeof kText - 1;
-  for (std::size_t i = 0; i < kPageSize; ++i) p[i] = static_cast<std::uint8_t>(kText[(i + index) % n]);
+  for (std::size_t i = 0; i < kPageSize; ++i)
+    p[i] = static_cast<std::uint8_t>(kText[(i + index) % n]);
 }
 
 // The synthetic memory, built once.

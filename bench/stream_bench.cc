@@ -141,8 +141,8 @@ void ParseInMemory(benchmark::State& state) {
     benchmark::DoNotOptimize(v);
   }
   state.SetBytesProcessed(static_cast<std::int64_t>(state.iterations() * s.bytes.size()));
-  state.counters["pages/s"] = benchmark::Counter(
-      static_cast<double>(state.iterations() * s.pages), benchmark::Counter::kIsRate);
+  state.counters["pages/s"] = benchmark::Counter(static_cast<double>(state.iterations() * s.pages),
+                                                 benchmark::Counter::kIsRate);
 }
 
 void BM_Parse_NullVisitor(benchmark::State& state) { ParseInMemory<NullVisitor>(state); }

@@ -1,6 +1,7 @@
 #include "escdr/image/memory_image.h"
 
 #include <fcntl.h>
+#include <fmt/format.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -8,8 +9,6 @@
 #include <cerrno>
 #include <cstring>
 #include <utility>
-
-#include <fmt/format.h>
 
 #include "escdr/page/page.h"
 #include "escdr/qemu/stream_parser.h"
@@ -100,9 +99,8 @@ class ImageBuilder : public StreamVisitor {
       void* addr = ::mmap(nullptr, b.length, PROT_READ | PROT_WRITE,
                           MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
       if (addr == MAP_FAILED) {
-        return Status::FromErrno(fmt::format("cannot allocate {} bytes for RAM block '{}'",
-                                             b.length, b.name),
-                                 errno);
+        return Status::FromErrno(
+            fmt::format("cannot allocate {} bytes for RAM block '{}'", b.length, b.name), errno);
       }
       maps_.emplace_back(addr, b.length);
     }

@@ -15,8 +15,8 @@
 namespace escdr {
 namespace {
 
-using ::testing::HasSubstr;
 using test::StreamBuilder;
+using ::testing::HasSubstr;
 using Bytes = std::vector<std::uint8_t>;
 
 Bytes PatternPage(std::uint32_t seed) {

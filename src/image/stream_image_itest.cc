@@ -43,9 +43,9 @@ constexpr std::uint64_t kRamBytes = kRamMib << 20;
 constexpr std::uint64_t kPatternStart = 16 << 20;  // away from SeaBIOS's low and high RAM
 constexpr int kPatternPages = 64;
 
-#define ASSERT_OK(expr)                                    \
-  do {                                                     \
-    ::escdr::Status assert_ok_status_ = (expr);            \
+#define ASSERT_OK(expr)                                                  \
+  do {                                                                   \
+    ::escdr::Status assert_ok_status_ = (expr);                          \
     ASSERT_TRUE(assert_ok_status_.ok()) << assert_ok_status_.ToString(); \
   } while (0)
 
@@ -60,12 +60,23 @@ class BareQemu {
     q->ram_path_ = q->dir_.File("ram");
     std::string qmp_path = q->dir_.File("qmp");
     SubprocessOptions opts;
-    opts.argv = {"qemu-system-x86_64", "-accel", "tcg", "-M", machine, "-m",
-                 std::to_string(kRamMib), "-nographic", "-nodefaults", "-serial", "none",
+    opts.argv = {"qemu-system-x86_64",
+                 "-accel",
+                 "tcg",
+                 "-M",
+                 machine,
+                 "-m",
+                 std::to_string(kRamMib),
+                 "-nographic",
+                 "-nodefaults",
+                 "-serial",
+                 "none",
                  "-object",
                  "memory-backend-file,id=mem0,size=" + std::to_string(kRamMib) +
                      "M,mem-path=" + q->ram_path_ + ",share=on",
-                 "-machine", "memory-backend=mem0", "-qmp",
+                 "-machine",
+                 "memory-backend=mem0",
+                 "-qmp",
                  "unix:" + qmp_path + ",server=on,wait=off"};
     opts.argv.insert(opts.argv.end(), extra.begin(), extra.end());
     opts.stdout_path = opts.stderr_path = q->dir_.File("qemu.log");
@@ -103,8 +114,8 @@ class BareQemu {
   // Saves the stream to `path` with migrate "exec:..."; returns the final
   // query-migrate. The file appears (renamed) only once cat has finished.
   Result<MigrationInfo> SaveStream(const std::string& path) {
-    ESCDR_RETURN_IF_ERROR(Migrate(*qmp_, "exec:cat > " + path + ".part && mv " + path +
-                                             ".part " + path));
+    ESCDR_RETURN_IF_ERROR(
+        Migrate(*qmp_, "exec:cat > " + path + ".part && mv " + path + ".part " + path));
     ESCDR_ASSIGN_OR_RETURN(MigrationInfo info, WaitForMigration(*qmp_, 300s));
     for (int i = 0; i < 3000; ++i) {
       if (::access(path.c_str(), F_OK) == 0) return info;
@@ -159,7 +170,8 @@ std::vector<std::uint8_t> PatternPage(int i) {
     }
     case 2: {
       std::string text = "escdr pattern page " + std::to_string(i) + " static content; ";
-      for (std::size_t k = 0; k < kPageSize; ++k) p[k] = static_cast<std::uint8_t>(text[k % text.size()]);
+      for (std::size_t k = 0; k < kPageSize; ++k)
+        p[k] = static_cast<std::uint8_t>(text[k % text.size()]);
       break;
     }
     case 3:
@@ -182,8 +194,7 @@ void WritePatterns(std::uint8_t* ram) {
 // QEMU's own block list: HMP "info ramblock" (name and used length).
 Result<std::vector<RamBlockInfo>> QemuRamBlocks(QmpClient& qmp) {
   ESCDR_ASSIGN_OR_RETURN(nlohmann::json out,
-                         qmp.Execute("human-monitor-command",
-                                     {{"command-line", "info ramblock"}}));
+                         qmp.Execute("human-monitor-command", {{"command-line", "info ramblock"}}));
   if (!out.is_string()) return Err(Status::ProtocolError("info ramblock: not a string"));
   std::vector<RamBlockInfo> blocks;
   std::istringstream lines(out.get<std::string>());
@@ -285,9 +296,9 @@ TEST(StreamImageITest, SavedStreamRebuildsTheGuestRamExactly) {
   int bios_block = m.FindBlock("pc.bios");
   ASSERT_GE(bios_block, 0);
   if (bios.size() == m.blocks()[static_cast<std::size_t>(bios_block)].length) {
-    EXPECT_EQ(std::memcmp(m.BlockData(static_cast<std::size_t>(bios_block)), bios.data(),
-                          bios.size()),
-              0);
+    EXPECT_EQ(
+        std::memcmp(m.BlockData(static_cast<std::size_t>(bios_block)), bios.data(), bios.size()),
+        0);
   }
 
   // The parser's record counts are QEMU's: "normal" = PAGE, "duplicate" = ZERO.

@@ -63,13 +63,14 @@ bool IsZeroPage(const std::uint8_t* page) {
   const auto* p = reinterpret_cast<const __m128i*>(page);
   const __m128i zero = _mm_setzero_si128();
   for (std::size_t i = 0; i < kPageSize / 16; i += 16) {
-    __m128i acc = _mm_or_si128(_mm_or_si128(_mm_loadu_si128(p + i), _mm_loadu_si128(p + i + 1)),
-                               _mm_or_si128(_mm_loadu_si128(p + i + 2), _mm_loadu_si128(p + i + 3)));
+    __m128i acc =
+        _mm_or_si128(_mm_or_si128(_mm_loadu_si128(p + i), _mm_loadu_si128(p + i + 1)),
+                     _mm_or_si128(_mm_loadu_si128(p + i + 2), _mm_loadu_si128(p + i + 3)));
     for (std::size_t j = 4; j < 16; j += 4) {
-      acc = _mm_or_si128(acc, _mm_or_si128(_mm_or_si128(_mm_loadu_si128(p + i + j),
-                                                        _mm_loadu_si128(p + i + j + 1)),
-                                           _mm_or_si128(_mm_loadu_si128(p + i + j + 2),
-                                                        _mm_loadu_si128(p + i + j + 3))));
+      acc = _mm_or_si128(
+          acc, _mm_or_si128(
+                   _mm_or_si128(_mm_loadu_si128(p + i + j), _mm_loadu_si128(p + i + j + 1)),
+                   _mm_or_si128(_mm_loadu_si128(p + i + j + 2), _mm_loadu_si128(p + i + j + 3))));
     }
     if (_mm_movemask_epi8(_mm_cmpeq_epi8(acc, zero)) != 0xffff) return false;
   }

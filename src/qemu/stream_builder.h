@@ -32,7 +32,9 @@ class StreamBuilder {
     out_.push_back(v);
     return *this;
   }
-  StreamBuilder& Be16(std::uint16_t v) { return U8(static_cast<std::uint8_t>(v >> 8)).U8(v & 0xff); }
+  StreamBuilder& Be16(std::uint16_t v) {
+    return U8(static_cast<std::uint8_t>(v >> 8)).U8(v & 0xff);
+  }
   StreamBuilder& Be32(std::uint32_t v) {
     return Be16(static_cast<std::uint16_t>(v >> 16)).Be16(static_cast<std::uint16_t>(v));
   }
@@ -75,7 +77,10 @@ class StreamBuilder {
   }
 
   StreamBuilder& Command(std::uint16_t cmd, std::string_view args = {}) {
-    return U8(stream_format::kSectionCommand).Be16(cmd).Be16(static_cast<std::uint16_t>(args.size())).Raw(args);
+    return U8(stream_format::kSectionCommand)
+        .Be16(cmd)
+        .Be16(static_cast<std::uint16_t>(args.size()))
+        .Raw(args);
   }
   // What a source with the return-path capability sends after the configuration.
   StreamBuilder& ReturnPathAndPing() {
@@ -131,12 +136,16 @@ class StreamBuilder {
   // What follows the ram END: `devices` FULL-section-like device states
   // (header, opaque payload with zeros and 0x7e bytes, footer), EOF and a
   // VMDESCRIPTION of `json`.
-  StreamBuilder& Tail(int devices = 3, std::string_view json = R"({"page_size": 4096, "devices": []})") {
+  StreamBuilder& Tail(int devices = 3,
+                      std::string_view json = R"({"page_size": 4096, "devices": []})") {
     std::uint32_t id = 100;
     for (int d = 0; d < devices; ++d, ++id) {
       U8(stream_format::kSectionFull).Be32(id).Counted("dev" + std::to_string(d)).Be32(0).Be32(1);
       // Payload bytes that look like a trailer start (but for the '{').
-      Raw(std::string_view("\x7e\x00\x00\x00\x01\x00\x06\x00\x00\x00\x02" "ab\x00\x7e", 15));
+      Raw(
+          std::string_view("\x7e\x00\x00\x00\x01\x00\x06\x00\x00\x00\x02"
+                           "ab\x00\x7e",
+                           15));
       for (int i = 0; i < 40; ++i) U8(static_cast<std::uint8_t>(i * 7));
       Footer(id);
     }

@@ -1,6 +1,7 @@
 #include "escdr/qemu/stream_parser.h"
 
 #include <fcntl.h>
+#include <fmt/format.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -9,8 +10,6 @@
 #include <cstring>
 #include <string_view>
 
-#include <fmt/format.h>
-
 #include "escdr/page/page.h"
 #include "qemu/stream_format.h"
 
@@ -18,11 +17,9 @@ namespace escdr {
 
 namespace {
 
-using namespace stream_format;  // NOLINT(build/namespaces): the format's own constants
+namespace sf = stream_format;
 
-std::uint16_t Be16(const std::uint8_t* p) {
-  return static_cast<std::uint16_t>((p[0] << 8) | p[1]);
-}
+std::uint16_t Be16(const std::uint8_t* p) { return static_cast<std::uint16_t>((p[0] << 8) | p[1]); }
 std::uint32_t Be32(const std::uint8_t* p) {
   std::uint32_t v;
   std::memcpy(&v, p, sizeof v);
@@ -41,16 +38,24 @@ std::string_view AsView(const std::uint8_t* p, std::size_t n) {
 // The capability (or feature) a refused COMMAND belongs to.
 const char* RefusedCommandReason(std::uint16_t cmd) {
   switch (cmd) {
-    case kCmdPostcopyAdvise:
+    case sf::kCmdPostcopyAdvise:
       return "POSTCOPY_ADVISE (capabilities postcopy-ram or dirty-bitmaps)";
-    case kCmdPostcopyListen: return "POSTCOPY_LISTEN (capability postcopy-ram)";
-    case kCmdPostcopyRun: return "POSTCOPY_RUN (capability postcopy-ram)";
-    case kCmdPostcopyRamDiscard: return "POSTCOPY_RAM_DISCARD (capability postcopy-ram)";
-    case kCmdPackaged: return "PACKAGED (capability postcopy-ram)";
-    case kCmdEnableColo: return "ENABLE_COLO (capability x-colo)";
-    case kCmdPostcopyResume: return "POSTCOPY_RESUME (postcopy recovery)";
-    case kCmdRecvBitmap: return "RECV_BITMAP (postcopy recovery)";
-    default: return nullptr;
+    case sf::kCmdPostcopyListen:
+      return "POSTCOPY_LISTEN (capability postcopy-ram)";
+    case sf::kCmdPostcopyRun:
+      return "POSTCOPY_RUN (capability postcopy-ram)";
+    case sf::kCmdPostcopyRamDiscard:
+      return "POSTCOPY_RAM_DISCARD (capability postcopy-ram)";
+    case sf::kCmdPackaged:
+      return "PACKAGED (capability postcopy-ram)";
+    case sf::kCmdEnableColo:
+      return "ENABLE_COLO (capability x-colo)";
+    case sf::kCmdPostcopyResume:
+      return "POSTCOPY_RESUME (postcopy recovery)";
+    case sf::kCmdRecvBitmap:
+      return "RECV_BITMAP (postcopy recovery)";
+    default:
+      return nullptr;
   }
 }
 
@@ -166,7 +171,7 @@ class StreamParser::Impl {
   std::uint64_t chunk_base_ = 0;
 
   State state_ = State::kFileHeader;
-  std::array<std::uint8_t, kMaxStagedItem> stage_{};
+  std::array<std::uint8_t, sf::kMaxStagedItem> stage_{};
   std::size_t staged_ = 0;
   std::uint64_t item_start_ = 0;    // byte offset of the item being parsed
   std::uint64_t record_start_ = 0;  // byte offset of the current ram record
@@ -210,8 +215,8 @@ class StreamParser::Impl {
     std::uint32_t json_len = 0;
   };
   std::array<Trailer, 4> trailers_{};
-  std::size_t trailer_count_ = 0;          // total found (ring index = count % 4)
-  std::array<std::uint8_t, kTrailerProbe - 1> carry_{};  // last tail bytes seen
+  std::size_t trailer_count_ = 0;                            // total found (ring index = count % 4)
+  std::array<std::uint8_t, sf::kTrailerProbe - 1> carry_{};  // last tail bytes seen
   std::size_t carry_len_ = 0;
   std::uint64_t last_zero_end_ = 0;  // tail offset just past the last 0x00 byte
 
@@ -259,15 +264,15 @@ Status StreamParser::Impl::Step() {
       if (b == nullptr) return Status::OK();
       std::uint32_t magic = Be32(b);
       std::uint32_t version = Be32(b + 4);
-      if (magic != kFileMagic) {
+      if (magic != sf::kFileMagic) {
         return Status::ProtocolError(fmt::format(
             "not a QEMU migration stream: magic 0x{:08x} at byte 0, expected 0x{:08x} (QEVM)",
-            magic, kFileMagic));
+            magic, sf::kFileMagic));
       }
-      if (version != kFileVersion) {
-        return Status::VersionMismatch(fmt::format(
-            "migration stream version {} at byte 4 is not supported, expected {}", version,
-            kFileVersion));
+      if (version != sf::kFileVersion) {
+        return Status::VersionMismatch(
+            fmt::format("migration stream version {} at byte 4 is not supported, expected {}",
+                        version, sf::kFileVersion));
       }
       state_ = State::kFirstRecord;
       return Status::OK();
@@ -275,7 +280,7 @@ Status StreamParser::Impl::Step() {
 
     case State::kFirstRecord:
       // The configuration section is optional (machine types <= 2.3 omit it).
-      if (*p_ == kSectionConfiguration) {
+      if (*p_ == sf::kSectionConfiguration) {
         ++p_;
         state_ = State::kConfigNameLen;
       } else {
@@ -288,9 +293,9 @@ Status StreamParser::Impl::Step() {
       const std::uint8_t* b = Take(4);
       if (b == nullptr) return Status::OK();
       config_len_ = Be32(b);
-      if (config_len_ > kMaxMachineName) {
+      if (config_len_ > sf::kMaxMachineName) {
         return Error(fmt::format("configuration machine-name length {} exceeds {}", config_len_,
-                                 kMaxMachineName));
+                                 sf::kMaxMachineName));
       }
       state_ = State::kConfigName;
       return Status::OK();
@@ -304,7 +309,7 @@ Status StreamParser::Impl::Step() {
     case State::kConfigPeek:
       // No terminator: the configuration ends at the first byte that is not a
       // subsection marker (QEMU's vmstate_subsection_load peeks the same way).
-      state_ = *p_ == kSubsection ? State::kSubsecHeader : State::kTopLevel;
+      state_ = *p_ == sf::kSubsection ? State::kSubsecHeader : State::kTopLevel;
       return Status::OK();
 
     case State::kSubsecHeader: {
@@ -326,12 +331,12 @@ Status StreamParser::Impl::Step() {
             "configuration subsection '{}' version {} at byte {} is not supported, expected 1",
             name, version, item_start_));
       }
-      if (name == kSubsecCapabilities) {
+      if (name == sf::kSubsecCapabilities) {
         state_ = State::kCapCount;
-      } else if (name == kSubsecUuid) {
+      } else if (name == sf::kSubsecUuid) {
         skip_len_ = 16;
         state_ = State::kSkipFixed;
-      } else if (name == kSubsecTargetPageBits) {
+      } else if (name == sf::kSubsecTargetPageBits) {
         skip_len_ = 4;
         state_ = State::kSkipFixed;
       } else {
@@ -345,9 +350,9 @@ Status StreamParser::Impl::Step() {
       const std::uint8_t* b = Take(4);
       if (b == nullptr) return Status::OK();
       cap_count_ = Be32(b);
-      if (cap_count_ > kMaxCapabilities) {
+      if (cap_count_ > sf::kMaxCapabilities) {
         return Error(fmt::format("configuration capability count {} exceeds {}", cap_count_,
-                                 kMaxCapabilities));
+                                 sf::kMaxCapabilities));
       }
       state_ = cap_count_ == 0 ? State::kConfigPeek : State::kCapLen;
       return Status::OK();
@@ -369,8 +374,7 @@ Status StreamParser::Impl::Step() {
       // capability here changes what the RAM section carries.
       std::string_view cap = AsView(b, cap_len_);
       if (cap == "x-ignore-shared") {
-        return Refuse(
-            "capability x-ignore-shared (shared RAM blocks are listed but never sent)");
+        return Refuse("capability x-ignore-shared (shared RAM blocks are listed but never sent)");
       }
       return Refuse(fmt::format("validated configuration capability '{}'", cap));
     }
@@ -400,13 +404,13 @@ Status StreamParser::Impl::Step() {
       if (const char* reason = RefusedCommandReason(cmd)) {
         return Refuse(fmt::format("command {}", reason));
       }
-      if (cmd == kCmdOpenReturnPath && len == 0) {
+      if (cmd == sf::kCmdOpenReturnPath && len == 0) {
         state_ = State::kTopLevel;
-      } else if (cmd == kCmdPing && len == 4) {
+      } else if (cmd == sf::kCmdPing && len == 4) {
         state_ = State::kCommandArgs;
-      } else if (cmd == kCmdOpenReturnPath || cmd == kCmdPing) {
+      } else if (cmd == sf::kCmdOpenReturnPath || cmd == sf::kCmdPing) {
         return Error(fmt::format("command {} with argument length {}",
-                                 cmd == kCmdPing ? "PING" : "OPEN_RETURN_PATH", len));
+                                 cmd == sf::kCmdPing ? "PING" : "OPEN_RETURN_PATH", len));
       } else {
         return Error(fmt::format("unknown command {}", cmd));
       }
@@ -422,18 +426,18 @@ Status StreamParser::Impl::Step() {
       const std::uint8_t* b = Take(4);
       if (b == nullptr) return Status::OK();
       std::uint32_t id = Be32(b);
-      if (section_type_ == kSectionStart) {
+      if (section_type_ == sf::kSectionStart) {
         pending_section_id_ = id;
         state_ = State::kStartIdLen;
         return Status::OK();
       }
-      const char* type = section_type_ == kSectionPart ? "PART" : "END";
+      const char* type = section_type_ == sf::kSectionPart ? "PART" : "END";
       if (!have_ram_id_) return Error(fmt::format("{} section {} before the ram START", type, id));
       if (id != ram_id_) {
-        return Error(fmt::format("{} section id {} is not the ram section id {}", type, id,
-                                 ram_id_));
+        return Error(
+            fmt::format("{} section id {} is not the ram section id {}", type, id, ram_id_));
       }
-      section_kind_ = section_type_ == kSectionPart ? SectionKind::kPart : SectionKind::kEnd;
+      section_kind_ = section_type_ == sf::kSectionPart ? SectionKind::kPart : SectionKind::kEnd;
       ++stats_.ram_sections;
       state_ = State::kRecordWord;
       return Status::OK();
@@ -453,17 +457,17 @@ Status StreamParser::Impl::Step() {
       std::string_view idstr = AsView(b, start_id_len_);
       std::uint32_t instance = Be32(b + start_id_len_);
       std::uint32_t version = Be32(b + start_id_len_ + 4);
-      if (idstr != kRamIdstr) {
+      if (idstr != sf::kRamIdstr) {
         return Refuse(fmt::format(
             "iterative section '{}' (block migration, dirty bitmaps and VFIO are not parsed)",
             idstr));
       }
       if (have_ram_id_) return Error("second ram START section");
       if (instance != 0) return Error(fmt::format("ram START with instance id {}", instance));
-      if (version != kRamVersion) {
-        return Status::VersionMismatch(fmt::format(
-            "ram section version {} at byte {} is not supported, expected {}", version,
-            item_start_, kRamVersion));
+      if (version != sf::kRamVersion) {
+        return Status::VersionMismatch(
+            fmt::format("ram section version {} at byte {} is not supported, expected {}", version,
+                        item_start_, sf::kRamVersion));
       }
       have_ram_id_ = true;
       ram_id_ = pending_section_id_;
@@ -551,15 +555,15 @@ Status StreamParser::Impl::Step() {
                                  name, length, kPageSize));
       }
       if (length > mem_total_ - mem_sum_) {
-        return Error(fmt::format(
-            "ram block '{}' of length 0x{:x} overruns the announced total 0x{:x}", name, length,
-            mem_total_));
+        return Error(
+            fmt::format("ram block '{}' of length 0x{:x} overruns the announced total 0x{:x}", name,
+                        length, mem_total_));
       }
       for (const RamBlockInfo& other : blocks_) {
         if (other.name == name) return Error(fmt::format("ram block '{}' listed twice", name));
       }
-      if (blocks_.size() >= kMaxBlocks) {
-        return Error(fmt::format("ram block list longer than {} blocks", kMaxBlocks));
+      if (blocks_.size() >= sf::kMaxBlocks) {
+        return Error(fmt::format("ram block list longer than {} blocks", sf::kMaxBlocks));
       }
       blocks_.push_back(RamBlockInfo{std::move(name), length});
       mem_sum_ += length;
@@ -586,25 +590,25 @@ Status StreamParser::Impl::StepTopLevel() {
   const std::uint8_t* at = p_;
   std::uint8_t type = *p_++;
   switch (type) {
-    case kSectionCommand:
+    case sf::kSectionCommand:
       state_ = State::kCommandHeader;
       return Status::OK();
-    case kSectionStart:
+    case sf::kSectionStart:
       section_type_ = type;
       state_ = State::kSectionId;
       return SetPhase(StreamPhase::kRamSetup, at);
-    case kSectionPart:
+    case sf::kSectionPart:
       section_type_ = type;
       state_ = State::kSectionId;
       return SetPhase(StreamPhase::kRamIterate, at);
-    case kSectionEnd:
+    case sf::kSectionEnd:
       section_type_ = type;
       state_ = State::kSectionId;
       return SetPhase(StreamPhase::kRamComplete, at);
-    case kSectionFull:
-    case kSectionEof:
+    case sf::kSectionFull:
+    case sf::kSectionEof:
       return Error(fmt::format("{} before the ram END section (no RAM section was completed)",
-                               type == kSectionFull ? "device-state (FULL) section" : "EOF"));
+                               type == sf::kSectionFull ? "device-state (FULL) section" : "EOF"));
     default:
       return Error(fmt::format("unknown section type 0x{:02x}", type));
   }
@@ -615,14 +619,14 @@ Status StreamParser::Impl::StepRecordWord() {
   const std::uint8_t* b = Take(8);
   if (b == nullptr) return Status::OK();
   std::uint64_t word = Be64(b);
-  record_flags_ = static_cast<std::uint32_t>(word & kFlagMask);
-  record_offset_ = word & ~kFlagMask;
-  std::uint32_t kind = record_flags_ & ~kFlagContinue;
+  record_flags_ = static_cast<std::uint32_t>(word & sf::kFlagMask);
+  record_offset_ = word & ~sf::kFlagMask;
+  std::uint32_t kind = record_flags_ & ~sf::kFlagContinue;
 
   if (section_kind_ == SectionKind::kStart && !mem_size_seen_) {
-    if (record_flags_ != kFlagMemSize) {
-      return Error(fmt::format("ram START section begins with flags 0x{:x}, not MEM_SIZE",
-                               record_flags_));
+    if (record_flags_ != sf::kFlagMemSize) {
+      return Error(
+          fmt::format("ram START section begins with flags 0x{:x}, not MEM_SIZE", record_flags_));
     }
     mem_size_seen_ = true;
     mem_total_ = record_offset_;
@@ -632,27 +636,27 @@ Status StreamParser::Impl::StepRecordWord() {
   }
 
   switch (kind) {
-    case kFlagEos:
+    case sf::kFlagEos:
       state_ = State::kFooter;
       return Status::OK();
-    case kFlagZero:
-    case kFlagPage:
+    case sf::kFlagZero:
+    case sf::kFlagPage:
       if (section_kind_ == SectionKind::kStart) {
         return Error("page record inside the ram START section");
       }
-      if ((record_flags_ & kFlagContinue) == 0) {
+      if ((record_flags_ & sf::kFlagContinue) == 0) {
         state_ = State::kRecordIdLen;
         return Status::OK();
       }
       if (!have_block_) return Error("CONTINUE ram record before any record named a block");
       return BeginPageOrZero();
-    case kFlagXbzrle:
+    case sf::kFlagXbzrle:
       return Refuse("XBZRLE page record (capability xbzrle)");
-    case kFlagCompressPage:
+    case sf::kFlagCompressPage:
       return Refuse("COMPRESS_PAGE record (capability compress)");
-    case kFlagHook:
+    case sf::kFlagHook:
       return Refuse("RAM_SAVE_FLAG_HOOK record (RDMA transport)");
-    case kFlagMemSize:
+    case sf::kFlagMemSize:
       return Error(section_kind_ == SectionKind::kStart
                        ? "second MEM_SIZE record in the ram START section"
                        : "MEM_SIZE ram record outside the ram START section");
@@ -668,7 +672,7 @@ Status StreamParser::Impl::BeginPageOrZero() {
     return Error(fmt::format("ram record offset 0x{:x} is beyond block '{}' of length 0x{:x}",
                              record_offset_, block.name, block.length));
   }
-  if ((record_flags_ & ~kFlagContinue) == kFlagZero) {
+  if ((record_flags_ & ~sf::kFlagContinue) == sf::kFlagZero) {
     state_ = State::kZeroFill;
     return Status::OK();
   }
@@ -682,15 +686,15 @@ Status StreamParser::Impl::StepFooter() {
   MarkItem();
   const std::uint8_t* b = Take(5);
   if (b == nullptr) return Status::OK();
-  if (b[0] != kSectionFooter) {
-    return Error(fmt::format("missing footer after ram section {}: found byte 0x{:02x}, "
-                             "expected 0x7e",
-                             ram_id_, b[0]));
+  if (b[0] != sf::kSectionFooter) {
+    return Error(
+        fmt::format("missing footer after ram section {}: found byte 0x{:02x}, "
+                    "expected 0x7e",
+                    ram_id_, b[0]));
   }
   std::uint32_t id = Be32(b + 1);
   if (id != ram_id_) {
-    return Error(fmt::format("ram section footer carries section id {}, expected {}", id,
-                             ram_id_));
+    return Error(fmt::format("ram section footer carries section id {}, expected {}", id, ram_id_));
   }
   switch (section_kind_) {
     case SectionKind::kStart:
@@ -717,30 +721,30 @@ Status StreamParser::Impl::StepFooter() {
 void StreamParser::Impl::ScanTail(const std::uint8_t* b, std::size_t n) {
   const std::uint64_t base = stats_.tail_bytes;  // tail offset of b[0]
   auto check = [&](const std::uint8_t* q, std::uint64_t at) {
-    if (q[0] == kSectionFooter && q[5] == kSectionEof && q[6] == kSectionVmdesc &&
-        q[kTrailerHead] == '{') {
-      trailers_[trailer_count_ % trailers_.size()] = Trailer{at + kTrailerHead, Be32(q + 7)};
+    if (q[0] == sf::kSectionFooter && q[5] == sf::kSectionEof && q[6] == sf::kSectionVmdesc &&
+        q[sf::kTrailerHead] == '{') {
+      trailers_[trailer_count_ % trailers_.size()] = Trailer{at + sf::kTrailerHead, Be32(q + 7)};
       ++trailer_count_;
     }
   };
   // Candidates that start in the carried bytes and continue into `b`.
   if (carry_len_ > 0) {
-    std::array<std::uint8_t, 2 * kTrailerProbe> tmp{};
-    std::size_t take = std::min(n, kTrailerProbe - 1);
+    std::array<std::uint8_t, 2 * sf::kTrailerProbe> tmp{};
+    std::size_t take = std::min(n, sf::kTrailerProbe - 1);
     std::memcpy(tmp.data(), carry_.data(), carry_len_);
     std::memcpy(tmp.data() + carry_len_, b, take);
     std::size_t len = carry_len_ + take;
-    for (std::size_t s = 0; s < carry_len_ && s + kTrailerProbe <= len; ++s) {
+    for (std::size_t s = 0; s < carry_len_ && s + sf::kTrailerProbe <= len; ++s) {
       check(tmp.data() + s, base - carry_len_ + s);
     }
   }
   // Candidates wholly inside `b`.
-  if (n >= kTrailerProbe) {
+  if (n >= sf::kTrailerProbe) {
     const std::uint8_t* q = b;
-    const std::uint8_t* last = b + n - kTrailerProbe;
+    const std::uint8_t* last = b + n - sf::kTrailerProbe;
     while (q <= last) {
       q = static_cast<const std::uint8_t*>(
-          std::memchr(q, kSectionFooter, static_cast<std::size_t>(last - q) + 1));
+          std::memchr(q, sf::kSectionFooter, static_cast<std::size_t>(last - q) + 1));
       if (q == nullptr) break;
       check(q, base + static_cast<std::uint64_t>(q - b));
       ++q;
@@ -749,7 +753,7 @@ void StreamParser::Impl::ScanTail(const std::uint8_t* b, std::size_t n) {
   if (const void* z = memrchr(b, 0, n)) {
     last_zero_end_ = base + static_cast<std::uint64_t>(static_cast<const std::uint8_t*>(z) - b) + 1;
   }
-  // Keep the last kTrailerProbe - 1 bytes of the tail for the next chunk.
+  // Keep the last sf::kTrailerProbe - 1 bytes of the tail for the next chunk.
   const std::size_t keep = carry_.size();
   if (n >= keep) {
     std::memcpy(carry_.data(), b + n - keep, keep);
@@ -845,7 +849,7 @@ Status ParseStreamFile(const std::string& path, StreamVisitor* visitor) {
     return err == ENOENT ? Status::NotFound(s.message()) : s;
   }
   ::posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
-  std::vector<std::uint8_t> buf(kFileChunkSize);
+  std::vector<std::uint8_t> buf(sf::kFileChunkSize);
   StreamParser parser(visitor);
   Status s;
   for (;;) {

@@ -17,8 +17,8 @@
 namespace escdr {
 namespace {
 
-using ::testing::HasSubstr;
 using test::StreamBuilder;
+using ::testing::HasSubstr;
 namespace sf = stream_format;
 
 using Bytes = std::vector<std::uint8_t>;
@@ -646,8 +646,9 @@ TEST(ParseStreamFileTest, MissingFileIsNotFound) {
   RecordingVisitor v;
   Status s = ParseStreamFile("/nonexistent/escdr/stream.mig", &v);
   EXPECT_EQ(s.code(), StatusCode::kNotFound);
-  EXPECT_EQ(s.message(),
-            "cannot open migration stream /nonexistent/escdr/stream.mig: No such file or directory");
+  EXPECT_EQ(
+      s.message(),
+      "cannot open migration stream /nonexistent/escdr/stream.mig: No such file or directory");
 }
 
 TEST(ParseStreamFileTest, UnreadableFileIsAnIOError) {

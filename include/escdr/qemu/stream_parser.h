@@ -92,11 +92,11 @@ class StreamVisitor {
 
 // Counters kept by the parser; all counts are records of the ram section.
 struct StreamStats {
-  std::uint64_t bytes = 0;          // stream bytes consumed so far
-  std::uint64_t page_records = 0;   // PAGE records (full 4096-byte pages)
-  std::uint64_t zero_records = 0;   // ZERO records
-  std::uint64_t ram_sections = 0;   // START + PART + END sections seen
-  std::uint64_t tail_bytes = 0;     // bytes after the ram END footer
+  std::uint64_t bytes = 0;         // stream bytes consumed so far
+  std::uint64_t page_records = 0;  // PAGE records (full 4096-byte pages)
+  std::uint64_t zero_records = 0;  // ZERO records
+  std::uint64_t ram_sections = 0;  // START + PART + END sections seen
+  std::uint64_t tail_bytes = 0;    // bytes after the ram END footer
 };
 
 class StreamParser {
