@@ -13,7 +13,9 @@
 //     memory unless the guest is paused;
 //   * a QEMU 7.2 migration stream saved with `migrate "exec:cat > FILE"`
 //     (LoadMigrationStream): every RAM block rebuilt from the PAGE and ZERO
-//     records, later records winning, pages never sent left zero.
+//     records, later records winning (a ZERO record with fill byte b sets its
+//     page to b), pages never sent left zero. The content lives in anonymous
+//     memory, read-only once loaded; untouched and zero pages cost no memory.
 //
 // Thread safety: a MemoryImage is immutable after it is opened (but see the
 // live-memory note above); concurrent readers are fine. The image owns its
@@ -71,9 +73,11 @@ class MemoryImage {
 Result<std::unique_ptr<MemoryImage>> OpenRamFile(const std::string& path,
                                                  const std::string& block_name = "mem0");
 
-// Reads the saved QEMU migration stream at `path` and rebuilds every RAM block.
-// Errors: the stream parser's (ProtocolError for a malformed or truncated
-// stream, NotSupported for XBZRLE/compress/postcopy), IOError for reads.
+// Reads the saved QEMU migration stream at `path` and rebuilds every RAM block
+// (in the START block list's order). Errors, each naming the file: the stream
+// parser's (ProtocolError for a malformed or truncated stream, NotSupported
+// for XBZRLE/compress/postcopy/x-ignore-shared), NotFound/IOError for the
+// file, IOError/ResourceExhausted if the blocks cannot be allocated.
 Result<std::unique_ptr<MemoryImage>> LoadMigrationStream(const std::string& path);
 
 // Opens `path` as a migration stream if it starts with the QEVM magic, else as
