@@ -856,10 +856,12 @@ Status ParseStreamFile(const std::string& path, StreamVisitor* visitor) {
     ssize_t n = ::read(fd, buf.data(), buf.size());
     if (n < 0) {
       if (errno == EINTR) continue;
+      // Already names the file.
       s = Status::FromErrno(
           fmt::format("cannot read migration stream {} at byte {}", path, parser.stats().bytes),
           errno);
-      break;
+      ::close(fd);
+      return s;
     }
     if (n == 0) {
       s = parser.Finish();
@@ -869,10 +871,8 @@ Status ParseStreamFile(const std::string& path, StreamVisitor* visitor) {
     if (!s.ok()) break;
   }
   ::close(fd);
-  if (!s.ok() && s.code() != StatusCode::kIOError && s.code() != StatusCode::kResourceExhausted) {
-    return s.WithContext(path);
-  }
-  return s;
+  // The parser's and the visitor's errors do not know the file.
+  return s.WithContext(path);
 }
 
 }  // namespace escdr

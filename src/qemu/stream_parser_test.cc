@@ -642,6 +642,21 @@ TEST(ParseStreamFileTest, ParsesAFileLargerThanOneChunk) {
   EXPECT_EQ(v.bytes, b.bytes());
 }
 
+TEST(ParseStreamFileTest, VisitorErrorKeepsItsCodeAndNamesTheFile) {
+  class FailOnBlockList : public RecordingVisitor {
+   public:
+    Status OnBlockList(const std::vector<RamBlockInfo>&) override {
+      return Status::ResourceExhausted("cannot allocate RAM block 'pc.ram'");
+    }
+  };
+  StreamFiles dir;
+  std::string path = dir.File("vm.mig", MinimalStream());
+  FailOnBlockList v;
+  Status s = ParseStreamFile(path, &v);
+  EXPECT_EQ(s.code(), StatusCode::kResourceExhausted);
+  EXPECT_EQ(s.message(), path + ": cannot allocate RAM block 'pc.ram'");
+}
+
 TEST(ParseStreamFileTest, MissingFileIsNotFound) {
   RecordingVisitor v;
   Status s = ParseStreamFile("/nonexistent/escdr/stream.mig", &v);
