@@ -5,7 +5,11 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <fmt/format.h>
+
 #include <fstream>
+#include <map>
+#include <random>
 #include <set>
 
 #include "inventory/inventory_testing.h"
@@ -600,6 +604,103 @@ TEST_P(DestinationInventoryTest, BeginMigrationRefusesBadRequestsCleanly) {
   EXPECT_EQ(twice.error().code(), StatusCode::kFailedPrecondition);
   EXPECT_EQ(inv_->FinishMigration(12345, MigrationOutcome::kFailed, {}).error().code(),
             StatusCode::kNotFound);
+}
+
+// The inventory ranks a preselection of hosts gathered tier by tier; its
+// decisions must equal those of the pure functions over every host.
+TEST_P(InventoryTest, DecisionsEqualRankingEveryHost) {
+  std::mt19937_64 rng(20261125);
+  const VmKind kinds[] = {kDebian, kDebian11, kAlpine, {"fedora", "39", "qemu", "7.2"}};
+  std::vector<HostSpec> hosts;
+  for (int p = 0; p < 3; ++p) {
+    for (int r = 0; r < 4; ++r) {
+      for (int h = 0; h < 5; ++h) {
+        hosts.push_back(HostOf(fmt::format("p{}r{}h{}", p, r, h), 4096 + 2048 * (rng() % 4), 8,
+                               fmt::format("r{}", r), fmt::format("p{}", p)));
+      }
+    }
+  }
+  hosts.push_back(HostOf("nowhere", 8192, 8, "", ""));  // no rack, no pod
+  ASSERT_TRUE(inv_->AddHosts(hosts).ok());
+  for (const HostSpec& h : hosts) {
+    if (rng() % 8 == 0) {
+      ASSERT_TRUE(inv_->SetHostState(h.name, HostState::kDraining).ok());
+    }
+  }
+  // Common kinds have donors in most racks; rare ones only in a few pods
+  // (exercising the pod and datacenter tiers); a unique kind per "solo" VM
+  // has no donor anywhere (the fallback).
+  int n = 0;
+  for (const HostSpec& h : hosts) {
+    for (int i = rng() % 4; i > 0; --i) {
+      const std::uint64_t roll = rng() % 16;
+      const VmKind kind = roll < 12   ? kinds[roll % 2]
+                          : roll < 15 ? kinds[2 + roll % 2]
+                                      : VmKind{"solo", std::to_string(n), "qemu", "7.2"};
+      VmSpec v = VmOf(fmt::format("vm{}", n++), h.name, kind, 1024 * (1 + rng() % 3), 1,
+                      rng() % 4 == 0 ? VmState::kStopped : VmState::kRunning);
+      (void)inv_->AddVm(v);  // some do not fit: fine
+    }
+  }
+  auto all_hosts = inv_->ListHosts();
+  auto all_vms = inv_->ListVms();
+  ASSERT_TRUE(all_hosts.has_value() && all_vms.has_value());
+  ASSERT_GT(all_vms->size(), 40u);
+  auto views = [&](const VmKind& kind, bool running_only, const std::string& except) {
+    std::vector<HostView> out;
+    for (const Host& h : *all_hosts) {
+      HostView view{h.name, h.rack, h.pod, h.memory_mib, h.memory_used_mib, h.vcpus,
+                    h.vcpus_used, h.state == HostState::kUp, 0};
+      for (const Vm& v : *all_vms) {
+        if (v.host == h.name && v.kind == kind && v.name != except &&
+            (!running_only || v.state == VmState::kRunning)) {
+          ++view.same_kind_vms;
+        }
+      }
+      out.push_back(view);
+    }
+    return out;
+  };
+  int with_donor = 0, without = 0;
+  std::map<std::uint64_t, int> donor_at_cost;
+  for (const Vm& vm : *all_vms) {
+    std::vector<HostView> every = views(vm.kind, true, vm.name);
+    std::size_t src = 0;
+    while (every[src].name != vm.host) ++src;
+    Decision want = ChooseDestination(every, src, {vm.memory_mib, vm.vcpus},
+                                      HierarchicalPathCost());
+    auto got = inv_->PlanDestination(vm.name);
+    ASSERT_TRUE(got.has_value()) << got.error().ToString();
+    ASSERT_EQ(got->decision.chosen.has_value(), want.chosen.has_value()) << vm.name;
+    if (!want.chosen) continue;
+    EXPECT_EQ(got->candidates[*got->decision.chosen].name, every[*want.chosen].name) << vm.name;
+    EXPECT_EQ(got->decision.has_donor, want.has_donor) << vm.name;
+    (want.has_donor ? with_donor : without)++;
+    if (want.has_donor) {
+      ++donor_at_cost[*HierarchicalPathCost().Cost(every[src], every[*want.chosen])];
+    }
+  }
+  EXPECT_GT(with_donor, 10);
+  EXPECT_GT(without, 0);
+  // Donors were found in the rack, in the pod and across pods: every tier ran.
+  EXPECT_GT(donor_at_cost[1], 0);
+  EXPECT_GT(donor_at_cost[2], 0);
+  EXPECT_GT(donor_at_cost[4], 0);
+  for (const VmKind& kind : kinds) {
+    for (std::uint64_t mem : {1024u, 4096u, 8192u}) {
+      std::vector<HostView> every = views(kind, false, "");
+      Decision want = ChoosePlacement(every, {mem, 2});
+      PlacementOptions narrow;
+      narrow.candidates_per_group = 1;  // the preselection must still hold the winner
+      auto got = inv_->PlanPlacement(kind, {mem, 2}, narrow);
+      ASSERT_TRUE(got.has_value());
+      ASSERT_EQ(got->decision.chosen.has_value(), want.chosen.has_value());
+      if (want.chosen) {
+        EXPECT_EQ(got->candidates[*got->decision.chosen].name, every[*want.chosen].name)
+            << kind.ToString() << " " << mem;
+      }
+    }
+  }
 }
 
 // -------------------------------------------------------------- catalogs

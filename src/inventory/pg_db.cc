@@ -46,7 +46,7 @@ class PostgresDb final : public SqlDb {
   Dialect dialect() const override { return Dialect::kPostgres; }
   const std::string& url() const override { return url_; }
 
-  Status Begin(bool /*write*/) override {
+  Status Begin(bool write, std::int64_t advisory_lock) override {
     if (PQstatus(conn_) != CONNECTION_OK) {
       // The server restarted or the network blinked: one reconnect attempt.
       PQreset(conn_);
@@ -55,9 +55,17 @@ class PostgresDb final : public SqlDb {
                                    FirstLine(PQerrorMessage(conn_)));
       }
     }
+    if (!write) return Status::OK();
+    if (advisory_lock != 0) {
+      return ExecScript("BEGIN; SELECT pg_advisory_xact_lock(" + std::to_string(advisory_lock) +
+                        ")");
+    }
     return Exec("BEGIN");
   }
-  Status Commit() override { return Exec("COMMIT"); }
+  Status Commit() override {
+    if (PQtransactionStatus(conn_) == PQTRANS_IDLE) return Status::OK();  // read-only work
+    return Exec("COMMIT");
+  }
   void Rollback() override {
     if (PQtransactionStatus(conn_) != PQTRANS_IDLE) (void)Exec("ROLLBACK");
   }

@@ -59,8 +59,12 @@ class SqlDb {
   virtual const std::string& url() const = 0;  // redacted
 
   // Starts a transaction. `write`: it will write (SQLite takes the write lock
-  // now, so that two writers never deadlock on an upgrade).
-  virtual Status Begin(bool write) = 0;
+  // now, so that two writers never deadlock on an upgrade). PostgreSQL runs
+  // read-only work without BEGIN/COMMIT (each statement sees committed
+  // data), saving two round trips per decision. `advisory_lock`, if not 0,
+  // is a PostgreSQL transaction-level advisory lock taken in the same round
+  // trip as BEGIN (SQLite's write lock already serializes writers).
+  virtual Status Begin(bool write, std::int64_t advisory_lock = 0) = 0;
   virtual Status Commit() = 0;
   virtual void Rollback() = 0;
 

@@ -21,6 +21,7 @@
 #include <random>
 #include <thread>
 #include <unordered_map>
+#include <unordered_set>
 
 namespace escdr::inventory_internal {
 namespace {
@@ -77,23 +78,24 @@ struct HostRow {
   Host host;
 };
 
-HostRow ParseHost(const SqlRows& rows, std::size_t r) {
+// The kHostCols of row `r`, starting at column `c`.
+HostRow ParseHost(const SqlRows& rows, std::size_t r, std::size_t c = 0) {
   HostRow out;
-  out.id = rows.Int(r, 0);
+  out.id = rows.Int(r, c + 0);
   Host& h = out.host;
-  h.name = rows.Text(r, 1);
-  h.agent_address = rows.Text(r, 2);
-  h.rack = rows.Text(r, 3);
-  h.pod = rows.Text(r, 4);
-  h.memory_mib = U64(rows, r, 5);
-  h.vcpus = U32(rows, r, 6);
-  h.state = ParseHostState(rows.Text(r, 7)).value_or(HostState::kDown);
-  h.memory_used_mib = U64(rows, r, 8);
-  h.vcpus_used = U32(rows, r, 9);
-  h.memory_reserved_mib = U64(rows, r, 10);
-  h.vcpus_reserved = U32(rows, r, 11);
-  h.vm_count = U32(rows, r, 12);
-  h.created_at = rows.Text(r, 13);
+  h.name = rows.Text(r, c + 1);
+  h.agent_address = rows.Text(r, c + 2);
+  h.rack = rows.Text(r, c + 3);
+  h.pod = rows.Text(r, c + 4);
+  h.memory_mib = U64(rows, r, c + 5);
+  h.vcpus = U32(rows, r, c + 6);
+  h.state = ParseHostState(rows.Text(r, c + 7)).value_or(HostState::kDown);
+  h.memory_used_mib = U64(rows, r, c + 8);
+  h.vcpus_used = U32(rows, r, c + 9);
+  h.memory_reserved_mib = U64(rows, r, c + 10);
+  h.vcpus_reserved = U32(rows, r, c + 11);
+  h.vm_count = U32(rows, r, c + 12);
+  h.created_at = rows.Text(r, c + 13);
   return out;
 }
 
@@ -316,28 +318,48 @@ class SqlInventory final : public Inventory {
       return Err(Status::InvalidArgument(ctx + ": a host is already given (" + spec.host + ")"));
     }
     const VmDemand demand{spec.memory_mib, spec.vcpus};
-    return Tx(true, [&]() -> Result<Placed> {
-      if (db_->dialect() == Dialect::kPostgres) {
-        ESCDR_RETURN_IF_ERROR(StatusOf(Q("SELECT pg_advisory_xact_lock($1)", {kPlacementLockKey})));
-      }
-      ESCDR_RETURN_IF_ERROR(CheckVmNameFree(spec.name, ctx));
-      KindCache kinds;
-      ESCDR_ASSIGN_OR_RETURN(I64 kind_id, kinds.Get(*this, spec.kind, /*create=*/true));
-      ESCDR_ASSIGN_OR_RETURN(PlacementPlan plan, GatherPlacement(kind_id, demand, options));
-      if (!plan.decision.chosen) return Err(NoRoom(demand, ctx));
-      const std::string& host = plan.candidates[*plan.decision.chosen].name;
-      ESCDR_ASSIGN_OR_RETURN(HostRow h, FindHost(host, true, ctx));
-      if (!RoomShortage(h.host, demand).empty() || h.host.state != HostState::kUp) {
-        // Another writer filled the host between our read and our lock:
-        // decide again from scratch.
-        return Err(Status::Aborted(ctx + ": host " + host + " filled up concurrently"));
-      }
-      VmSpec placed = spec;
-      placed.host = host;
-      ESCDR_RETURN_IF_ERROR(InsertVm(placed, h, kinds, ctx));
-      ESCDR_ASSIGN_OR_RETURN(Vm vm, FindVm(spec.name, ctx));
-      return Placed{std::move(vm), std::move(plan)};
-    });
+    // The advisory lock (PostgreSQL) orders concurrent placements, so each
+    // sees the previous one's VM and spreading holds under concurrency.
+    return Tx(
+        true,
+        [&]() -> Result<Placed> {
+          ESCDR_ASSIGN_OR_RETURN(KindAndHosts kh, LookUpKind(spec.kind, spec.name));
+          if (kh.vm_exists) {
+            return Err(Status::AlreadyExists(ctx + ": a VM of that name already exists"));
+          }
+          if (kh.kind_id == 0) {
+            ESCDR_ASSIGN_OR_RETURN(kh.kind_id, CreateKind(spec.kind));
+          }
+          std::vector<I64> ids;
+          ESCDR_ASSIGN_OR_RETURN(PlacementPlan plan,
+                                 GatherPlacement(kh.kind_id, kh.hosts, demand, options, ids));
+          if (!plan.decision.chosen) return Err(NoRoom(demand, ctx));
+          const std::size_t c = *plan.decision.chosen;
+          // Take the room first: the conditional UPDATE locks the host row
+          // and re-checks the room, so a concurrent AddVm that filled the
+          // host since our read makes us decide again (kAborted = retry).
+          ESCDR_ASSIGN_OR_RETURN(
+              auto upd,
+              Q("UPDATE hosts SET memory_used_mib = memory_used_mib + $2, vcpus_used = "
+                "vcpus_used + $3, vm_count = vm_count + 1 WHERE id = $1 AND state = 'up' AND "
+                "memory_total_mib - memory_used_mib >= $2 AND vcpus_total - vcpus_used >= $3",
+                {ids[c], Signed(spec.memory_mib), I64{spec.vcpus}}));
+          if (upd.affected != 1) {
+            return Err(Status::Aborted(ctx + ": host " + plan.candidates[c].name +
+                                       " filled up concurrently"));
+          }
+          const std::string now = NowIso8601();
+          Status s = StatusOf(Q(
+              "INSERT INTO vms (name, host_id, kind_id, memory_mib, vcpus, state, launch_spec, "
+              "ram_path, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9)",
+              {spec.name, ids[c], kh.kind_id, Signed(spec.memory_mib), I64{spec.vcpus},
+               std::string_view(VmStateName(spec.state)), spec.launch_spec, spec.ram_path, now}));
+          if (!s.ok()) return Err(Duplicate(s, ctx, "a VM of that name"));
+          Vm vm{spec.name, plan.candidates[c].name, spec.kind, spec.memory_mib, spec.vcpus,
+                spec.state, spec.launch_spec, spec.ram_path, now, now};
+          return Placed{std::move(vm), std::move(plan)};
+        },
+        kPlacementLockKey);
   }
 
   Result<Vm> GetVm(std::string_view name) override {
@@ -431,9 +453,9 @@ class SqlInventory final : public Inventory {
       return Err(Status::InvalidArgument("cannot plan placement: memory and vCPUs must be > 0"));
     }
     return Tx(false, [&]() -> Result<PlacementPlan> {
-      KindCache kinds;
-      ESCDR_ASSIGN_OR_RETURN(I64 kind_id, kinds.Get(*this, kind, /*create=*/false));
-      return GatherPlacement(kind_id, demand, options);
+      ESCDR_ASSIGN_OR_RETURN(KindAndHosts kh, LookUpKind(kind, ""));
+      std::vector<I64> ids;
+      return GatherPlacement(kh.kind_id, kh.hosts, demand, options, ids);
     });
   }
 
@@ -701,10 +723,10 @@ class SqlInventory final : public Inventory {
 
   // Runs `fn` in a transaction, retrying the whole of it on kAborted.
   template <typename Fn>
-  auto Tx(bool write, Fn&& fn) -> decltype(fn()) {
+  auto Tx(bool write, Fn&& fn, I64 advisory_lock = 0) -> decltype(fn()) {
     std::lock_guard<std::mutex> lock(mu_);
     for (int attempt = 1;; ++attempt) {
-      Status s = db_->Begin(write);
+      Status s = db_->Begin(write, advisory_lock);
       if (s.ok()) {
         auto r = fn();
         s = StatusOfAny(r);
@@ -848,40 +870,59 @@ class SqlInventory final : public Inventory {
     return out;
   }
 
-  Result<std::uint64_t> CountHosts() {
-    ESCDR_ASSIGN_OR_RETURN(auto rows, Q("SELECT count(*) FROM hosts"));
-    return U64(rows, 0, 0);
+  // One round trip: the kind's id (0 if unknown), the number of hosts, and
+  // whether a VM named `vm` exists.
+  struct KindAndHosts {
+    I64 kind_id = 0;
+    std::uint64_t hosts = 0;
+    bool vm_exists = false;
+  };
+  Result<KindAndHosts> LookUpKind(const VmKind& kind, std::string_view vm) {
+    ESCDR_ASSIGN_OR_RETURN(
+        auto rows, Q("SELECT (SELECT id FROM kinds WHERE os = $1 AND os_version = $2 AND "
+                     "hypervisor = $3 AND hypervisor_version = $4), (SELECT count(*) FROM hosts), "
+                     "(SELECT count(*) FROM vms WHERE name = $5)",
+                     {kind.os, kind.os_version, kind.hypervisor, kind.hypervisor_version, vm}));
+    return KindAndHosts{rows.Int(0, 0), U64(rows, 0, 1), rows.Int(0, 2) > 0};
   }
 
-  // Candidate hosts for a new VM, gathered with indexed queries, then ranked.
-  Result<PlacementPlan> GatherPlacement(I64 kind_id, const VmDemand& demand,
-                                        const PlacementOptions& options) {
+  Result<I64> CreateKind(const VmKind& kind) {
+    KindCache kinds;
+    return kinds.Get(*this, kind, /*create=*/true);
+  }
+
+  // Candidate hosts for a new VM, gathered with indexed queries, then
+  // ranked. `ids` receives the host ids, parallel to plan.candidates.
+  Result<PlacementPlan> GatherPlacement(I64 kind_id, std::uint64_t hosts_total,
+                                        const VmDemand& demand, const PlacementOptions& options,
+                                        std::vector<I64>& ids) {
     PlacementPlan plan;
-    ESCDR_ASSIGN_OR_RETURN(plan.hosts_total, CountHosts());
+    plan.hosts_total = hosts_total;
     const I64 mem = Signed(demand.memory_mib), cpu = I64{demand.vcpus};
     const I64 k = static_cast<I64>(std::max<std::size_t>(1, options.candidates_per_group));
-    std::vector<I64> ids;
+    std::unordered_set<I64> seen;
     auto add_rows = [&](const SqlRows& rows, bool with_count) {
       for (std::size_t r = 0; r < rows.rows.size(); ++r) {
         HostRow h = ParseHost(rows, r);
-        if (std::find(ids.begin(), ids.end(), h.id) != ids.end()) continue;
+        if (!seen.insert(h.id).second) continue;
         ids.push_back(h.id);
         plan.candidates.push_back(ToView(h.host, with_count ? U32(rows, r, kHostColCount) : 0));
       }
     };
     switch (options.policy) {
       case PlacementPolicy::kSpread: {
-        // Least loaded hosts with room and no VM of the kind (walks the
-        // (state, load_factor, name) index and stops after k)...
+        // The least loaded hosts with room and no VM of the kind: walks the
+        // (state, load_factor, name) index, probes (kind_id, host_id) for
+        // each host, and stops after k.
         ESCDR_ASSIGN_OR_RETURN(
             auto free, Q("SELECT " + kHostCols + " FROM hosts h WHERE " + kHasRoom +
                              " AND NOT EXISTS (SELECT 1 FROM vms v WHERE v.kind_id = $1 AND "
                              "v.host_id = h.id) ORDER BY h.load_factor, h.name LIMIT $4",
                          {kind_id, mem, cpu, k}));
         add_rows(free, false);
-        // ...and the hosts with room running the fewest VMs of it (from the
-        // (kind_id, host_id) index: only that kind's VMs are read).
-        if (kind_id != 0) {
+        // Only when every host with room runs the kind: those running the
+        // fewest VMs of it (reads that kind's VMs from the index only).
+        if (free.empty() && kind_id != 0) {
           ESCDR_ASSIGN_OR_RETURN(
               auto same, Q("SELECT " + kHostCols + ", c.n FROM (SELECT host_id, count(*) AS n "
                            "FROM vms WHERE kind_id = $1 GROUP BY host_id) c JOIN hosts h ON "
@@ -930,15 +971,28 @@ class SqlInventory final : public Inventory {
     return out;
   }
 
-  // Candidate destinations for VM `name`: every host running a donor, plus
-  // the cheapest hosts with room in the source's rack, pod and anywhere (the
-  // fallback when no donor host has room). With a link graph, every host.
+  // Candidate destinations for VM `name`, gathered tier by tier along the
+  // rack/pod hierarchy so that a decision reads tens of hosts, not every
+  // host that runs the kind:
+  //   1. every host in the source's rack, with its count of donors;
+  //   2. if none of them is an eligible donor: the least loaded eligible
+  //      donors in the source's pod;
+  //   3. if still none: the donors anywhere, eligible ones first, nearest
+  //      then least loaded (from the kind's VMs in the (kind_id, state,
+  //      host_id, name) index; the ineligible ones explain why none fits);
+  //   4. if no donor is eligible at all, the least loaded hosts with room in
+  //      the pod, then anywhere (the "no donor" fallback).
+  // Each tier is only reached when the cheaper ones cannot hold the winner,
+  // so the ranking over the candidates equals the ranking over all hosts.
+  // With a link graph, path costs ignore racks: every host with room.
   Result<DestinationPlan> GatherDestination(std::string_view name) {
     const std::string ctx = fmt::format("cannot choose a destination for VM {}", name);
     ESCDR_ASSIGN_OR_RETURN(
         auto v, Q("SELECT v.id, v.host_id, v.kind_id, v.memory_mib, v.vcpus, k.os, "
-                  "k.os_version, k.hypervisor, k.hypervisor_version FROM vms v JOIN kinds k ON "
-                  "k.id = v.kind_id WHERE v.name = $1",
+                  "k.os_version, k.hypervisor, k.hypervisor_version, (SELECT count(*) FROM "
+                  "hosts), (SELECT count(*) FROM links), " + kHostCols +
+                      " FROM vms v JOIN kinds k ON k.id = v.kind_id JOIN hosts h ON h.id = "
+                      "v.host_id WHERE v.name = $1",
                   {name}));
     if (v.empty()) return Err(Status::NotFound(ctx + ": no such VM"));
     DestinationPlan plan;
@@ -946,74 +1000,94 @@ class SqlInventory final : public Inventory {
     const I64 vm_id = v.Int(0, 0), source_id = v.Int(0, 1), kind_id = v.Int(0, 2);
     plan.demand = {U64(v, 0, 3), U32(v, 0, 4)};
     plan.kind = {v.Text(0, 5), v.Text(0, 6), v.Text(0, 7), v.Text(0, 8)};
-    ESCDR_ASSIGN_OR_RETURN(plan.hosts_total, CountHosts());
-    const I64 mem = Signed(plan.demand.memory_mib), cpu = I64{plan.demand.vcpus};
-
-    ESCDR_ASSIGN_OR_RETURN(auto src, Q("SELECT " + kHostCols + " FROM hosts h WHERE h.id = $1",
-                                       {source_id}));
-    const HostRow source = ParseHost(src, 0);
+    plan.hosts_total = U64(v, 0, 9);
+    plan.link_graph = v.Int(0, 10) > 0;
+    const HostRow source = ParseHost(v, 0, 11);
     plan.source = source.host.name;
-    std::vector<I64> ids = {source.id};
     plan.candidates.push_back(ToView(source.host, 0));
-
-    auto add_rows = [&](const SqlRows& rows, bool with_count) {
+    std::vector<std::string> donors = {""};  // parallel to candidates
+    std::unordered_set<I64> seen = {source.id};
+    bool eligible_donor = false, eligible_any = false;
+    auto add_rows = [&](const SqlRows& rows, bool with_donors) {
       for (std::size_t r = 0; r < rows.rows.size(); ++r) {
         HostRow h = ParseHost(rows, r);
-        if (std::find(ids.begin(), ids.end(), h.id) != ids.end()) continue;
-        ids.push_back(h.id);
-        plan.candidates.push_back(ToView(h.host, with_count ? U32(rows, r, kHostColCount) : 0));
+        if (!seen.insert(h.id).second) continue;
+        const std::uint32_t n = with_donors ? U32(rows, r, kHostColCount) : 0;
+        const bool fits = h.host.state == HostState::kUp &&
+                          RoomShortage(h.host, plan.demand).empty();
+        eligible_any = eligible_any || fits;
+        eligible_donor = eligible_donor || (fits && n > 0);
+        plan.candidates.push_back(ToView(h.host, n));
+        donors.push_back(with_donors ? rows.Text(r, kHostColCount + 1) : "");
       }
     };
-    // Donor hosts: running VMs of exactly this kind, from the kind index.
-    ESCDR_ASSIGN_OR_RETURN(
-        auto donors, Q("SELECT " + kHostCols + ", c.n FROM (SELECT host_id, count(*) AS n FROM "
-                       "vms WHERE kind_id = $1 AND state = 'running' AND id <> $2 GROUP BY "
-                       "host_id) c JOIN hosts h ON h.id = c.host_id WHERE h.id <> $3",
-                       {kind_id, vm_id, source_id}));
-    add_rows(donors, true);
-
-    ESCDR_ASSIGN_OR_RETURN(std::vector<Link> links, LoadLinks());
-    plan.link_graph = !links.empty();
+    const std::string& pod = source.host.pod;
+    const std::string& rack = source.host.rack;
+    const I64 k = 8;
+    const std::string room =
+        "h.state = 'up' AND h.memory_total_mib - h.memory_used_mib >= $6 AND "
+        "h.vcpus_total - h.vcpus_used >= $7";
+    const std::string donor_of_h =
+        " FROM vms v WHERE v.kind_id = $1 AND v.state = 'running' AND v.host_id = h.id AND "
+        "v.id <> $2)";
+    const std::string with_donors = "SELECT " + kHostCols + ", (SELECT count(*)" + donor_of_h +
+                                    " AS n, (SELECT min(v.name)" + donor_of_h + " AS donor";
+    auto query = [&](const std::string& sql) {
+      return Q(sql, {kind_id, vm_id, pod, rack, source_id, Signed(plan.demand.memory_mib),
+                     I64{plan.demand.vcpus}, k});
+    };
     std::unique_ptr<PathCost> cost;
     if (plan.link_graph) {
+      ESCDR_ASSIGN_OR_RETURN(std::vector<Link> links, LoadLinks());
       std::vector<LinkGraphPathCost::Link> graph;
       for (const Link& l : links) graph.push_back({l.a, l.b, l.cost});
       ESCDR_ASSIGN_OR_RETURN(auto g, LinkGraphPathCost::Create(graph));
       cost = std::make_unique<LinkGraphPathCost>(std::move(g));
-      // Path costs do not follow racks: every host with room is a candidate.
-      ESCDR_ASSIGN_OR_RETURN(auto all, Q("SELECT " + kHostCols + " FROM hosts h WHERE " +
-                                             kHasRoom + " AND h.id <> $1",
-                                         {source_id, mem, cpu}));
-      add_rows(all, false);
+      ESCDR_ASSIGN_OR_RETURN(auto all,
+                             query(with_donors + " FROM hosts h WHERE h.id <> $5 AND " + room));
+      add_rows(all, true);
     } else {
       cost = std::make_unique<HierarchicalPathCost>();
-      const I64 k = 4;
-      const std::string head = "SELECT " + kHostCols + " FROM hosts h WHERE " + kHasRoom +
-                               " AND h.id <> $1";
-      const std::string tail = " ORDER BY h.load_factor, h.name LIMIT $4";
-      if (!source.host.pod.empty() && !source.host.rack.empty()) {
-        ESCDR_ASSIGN_OR_RETURN(auto rack, Q(head + " AND h.pod = $5 AND h.rack = $6" + tail,
-                                            {source_id, mem, cpu, k, source.host.pod,
-                                             source.host.rack}));
-        add_rows(rack, false);
+      if (!pod.empty() && !rack.empty()) {
+        ESCDR_ASSIGN_OR_RETURN(auto in_rack, query(with_donors + " FROM hosts h WHERE h.pod = $3 "
+                                                                 "AND h.rack = $4 AND h.id <> $5"));
+        add_rows(in_rack, true);
       }
-      if (!source.host.pod.empty()) {
-        ESCDR_ASSIGN_OR_RETURN(auto pod, Q(head + " AND h.pod = $5" + tail,
-                                           {source_id, mem, cpu, k, source.host.pod}));
-        add_rows(pod, false);
+      if (!eligible_donor && !pod.empty()) {
+        ESCDR_ASSIGN_OR_RETURN(
+            auto in_pod, query("SELECT * FROM (" + with_donors + ", h.load_factor AS lf FROM "
+                               "hosts h WHERE h.pod = $3 AND h.id <> $5 AND " + room +
+                               ") t WHERE t.n > 0 ORDER BY t.lf, t.name LIMIT $8"));
+        add_rows(in_pod, true);
       }
-      ESCDR_ASSIGN_OR_RETURN(auto any, Q(head + tail, {source_id, mem, cpu, k}));
-      add_rows(any, false);
+      if (!eligible_donor) {
+        ESCDR_ASSIGN_OR_RETURN(
+            auto anywhere,
+            query("SELECT " + kHostCols + ", c.n, c.donor FROM (SELECT host_id, count(*) AS n, "
+                  "min(name) AS donor FROM vms WHERE kind_id = $1 AND state = 'running' AND id "
+                  "<> $2 GROUP BY host_id) c JOIN hosts h ON h.id = c.host_id WHERE h.id <> $5 "
+                  "ORDER BY CASE WHEN " + room + " THEN 0 ELSE 1 END, CASE WHEN $3 <> '' AND "
+                  "h.pod = $3 AND $4 <> '' AND h.rack = $4 THEN 1 WHEN $3 <> '' AND h.pod = $3 "
+                  "THEN 2 ELSE 4 END, h.load_factor, h.name LIMIT $8"));
+        add_rows(anywhere, true);
+      }
+      if (!eligible_donor && !eligible_any && !pod.empty()) {
+        ESCDR_ASSIGN_OR_RETURN(auto pod_any,
+                               query("SELECT " + kHostCols + " FROM hosts h WHERE h.pod = $3 AND "
+                                     "h.id <> $5 AND " + room +
+                                     " ORDER BY h.load_factor, h.name LIMIT $8"));
+        add_rows(pod_any, false);
+      }
+      if (!eligible_donor && !eligible_any) {
+        ESCDR_ASSIGN_OR_RETURN(auto any, query("SELECT " + kHostCols + " FROM hosts h WHERE "
+                                               "h.id <> $5 AND " + room +
+                                               " ORDER BY h.load_factor, h.name LIMIT $8"));
+        add_rows(any, false);
+      }
     }
     plan.source_index = 0;
     plan.decision = ChooseDestination(plan.candidates, 0, plan.demand, *cost);
-    if (plan.decision.chosen && plan.decision.has_donor) {
-      ESCDR_ASSIGN_OR_RETURN(
-          auto d, Q("SELECT name FROM vms WHERE kind_id = $1 AND host_id = $2 AND state = "
-                    "'running' AND id <> $3 ORDER BY name LIMIT 1",
-                    {kind_id, ids[*plan.decision.chosen], vm_id}));
-      if (!d.empty()) plan.donor = d.Text(0, 0);
-    }
+    if (plan.decision.chosen && plan.decision.has_donor) plan.donor = donors[*plan.decision.chosen];
     return plan;
   }
 

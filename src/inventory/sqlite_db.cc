@@ -26,7 +26,9 @@ class SqliteDb final : public SqlDb {
   Dialect dialect() const override { return Dialect::kSqlite; }
   const std::string& url() const override { return url_; }
 
-  Status Begin(bool write) override { return Exec(write ? "BEGIN IMMEDIATE" : "BEGIN"); }
+  Status Begin(bool write, std::int64_t /*advisory_lock*/) override {
+    return Exec(write ? "BEGIN IMMEDIATE" : "BEGIN");
+  }
   Status Commit() override { return Exec("COMMIT"); }
   void Rollback() override {
     if (!sqlite3_get_autocommit(db_)) (void)Exec("ROLLBACK");
