@@ -1,0 +1,155 @@
+// AgentClient: talks to one escdr agent over its control channel.
+//
+// Every call opens a TCP connection to the agent's address, sends one
+// request (escdr/agent/control_protocol.h, docs/agent.md), reads the reply and
+// closes. MigrateOut() also delivers the progress events the source agent
+// streams while the migration runs. The client holds no connection between
+// calls, so one AgentClient may be used from several threads at once.
+//
+// Errors: Unavailable when the agent cannot be reached or drops the
+// connection ("agent at 127.0.0.1:7401 ..."), Timeout, ProtocolError for a
+// malformed reply, and otherwise the agent's own error (its code and message).
+#ifndef ESCDR_AGENT_AGENT_CLIENT_H_
+#define ESCDR_AGENT_AGENT_CLIENT_H_
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "escdr/base/status.h"
+#include "escdr/migrate/migration_report.h"
+
+namespace escdr::agent {
+
+// Splits "host:port" ("[::1]:7401" for IPv6). InvalidArgument otherwise.
+Result<std::pair<std::string, std::uint16_t>> ParseAgentAddress(const std::string& address);
+
+// A VM as its agent sees it (list_vms, start_vm, status).
+struct VmInfo {
+  std::string name;
+  // "running": this agent runs the VM; "incoming": the destination QEMU of a
+  // migration in progress; "migrated": a source kept after a successful
+  // migration (--keep-source), no longer the VM's home.
+  std::string role;
+  std::int64_t pid = 0;
+  std::string run_state;  // QMP query-status ("running", "paused", "postmigrate", ...)
+  std::string ram_path;
+  std::string serial_log;
+  std::string qmp_socket;
+  std::optional<std::uint64_t> counter;  // last "escdr-counter N" of the test guest
+  bool busy = false;                     // an operation (migration, stop) is running
+
+  nlohmann::json ToJson() const;
+  static VmInfo FromJson(const nlohmann::json& j);
+};
+
+// What the source agent reports while a migration runs (at most a few per
+// second). Byte counts are cumulative since the migration started.
+struct MigrationProgress {
+  // "connecting", "preparing" (destination starts QEMU, scans its donor),
+  // "setup", "iterating" (pre-copy rounds), "stop-and-copy" (VM stopped),
+  // "finishing", "recovering" (after a failure).
+  std::string phase;
+  std::string qemu_status;            // the source QEMU's query-migrate status
+  double elapsed_s = 0;
+  std::uint64_t ram_transferred = 0;  // QEMU's "ram.transferred": RAM bytes it produced
+  std::uint64_t ram_total = 0;
+  std::uint64_t ram_remaining = 0;
+  std::uint64_t normal_pages = 0;     // PAGE records QEMU wrote
+  std::uint64_t zero_pages = 0;       // ZERO records QEMU wrote
+  std::uint64_t wire_bytes_sent = 0;  // frames sent to the destination agent
+  std::uint64_t wire_bytes_received = 0;
+  std::uint64_t dirty_sync_count = 0;  // pre-copy rounds started
+
+  nlohmann::json ToJson() const;
+  static MigrationProgress FromJson(const nlohmann::json& j);
+};
+
+// MigrationReport as JSON (field names as in migration_report.h; times in
+// microseconds with a "_us" suffix).
+nlohmann::json MigrationReportToJson(const MigrationReport& report);
+MigrationReport MigrationReportFromJson(const nlohmann::json& j);
+
+struct MigrateOutRequest {
+  std::string vm;
+  // The inventory's migration (BeginMigration): the agent checks that it is
+  // in progress and names this VM, this host as source and the destination.
+  std::int64_t migration_id = 0;
+  // Where to reach the destination agent; "" = the destination host's
+  // agent address in the inventory. Lets a tunnel or relay sit in between.
+  std::string destination_address;
+  bool escdr = true;         // false: elide nothing (plain migration, same path)
+  bool keep_paused = false;  // destination ends paused (started with -S)
+  bool keep_source = false;  // leave the finished source QEMU in postmigrate, RAM file kept
+  // QEMU max-bandwidth in bytes/s for this migration; 0 = QEMU's default
+  // (128 MiB/s). The completion phase ignores it (QEMU's rule).
+  std::uint64_t max_bandwidth = 0;
+  std::chrono::seconds timeout{900};  // the whole migration
+
+  nlohmann::json ToJson() const;
+  static Result<MigrateOutRequest> FromJson(const nlohmann::json& j);
+};
+
+struct MigrateOutResult {
+  MigrationReport report;               // the source session's figures
+  std::int64_t qemu_total_time_ms = 0;  // the source QEMU's query-migrate "total-time"
+  std::int64_t qemu_downtime_ms = 0;    // ... and "downtime" (VM stopped to completion)
+  std::string destination_host;
+  std::string donor;                    // the donor the destination used; "" if none
+  std::string note;                     // why nothing was saved, if so
+  VmInfo destination_vm;                // the VM at its destination (paths, pid)
+  double elapsed_s = 0;                 // the agent's whole migrate_out
+
+  nlohmann::json ToJson() const;
+  static MigrateOutResult FromJson(const nlohmann::json& j);
+};
+
+class AgentClient {
+ public:
+  // `address` is "host:port"; `timeout` bounds each call (MigrateOut uses
+  // the request's timeout instead).
+  explicit AgentClient(std::string address,
+                       std::chrono::milliseconds timeout = std::chrono::seconds(180));
+
+  const std::string& address() const { return address_; }
+
+  // Sends {"op": op, ...args} and returns the ok reply's body. Events, if
+  // any, are passed to `on_event` (may be null).
+  Result<nlohmann::json> Call(const std::string& op, nlohmann::json args = nlohmann::json::object(),
+                              const std::function<void(const nlohmann::json&)>& on_event = nullptr);
+
+  // {"agent", "host", "address", "pid", "version"}.
+  Result<nlohmann::json> Ping();
+  // Ping's fields plus "vms" (VmInfo objects) and "migrations" in progress.
+  Result<nlohmann::json> GetStatus();
+  Result<std::vector<VmInfo>> ListVms();
+  // Starts VM `name` as the inventory describes it, or resumes it if this
+  // agent holds it paused. Returns the VM once QMP answers.
+  Result<VmInfo> StartVm(const std::string& name);
+  // Quits the VM's QEMU and removes its RAM file.
+  Status StopVm(const std::string& name);
+
+  // Runs a migration on this (the source) agent. `on_progress` receives the
+  // progress events. When `*cancel` becomes true the client asks the agent to
+  // cancel (the migration then fails cleanly). Returns the figures on success;
+  // the agent's error (naming the phase and what failed) otherwise.
+  Result<MigrateOutResult> MigrateOut(
+      const MigrateOutRequest& request,
+      const std::function<void(const MigrationProgress&)>& on_progress = nullptr,
+      const std::atomic<bool>* cancel = nullptr);
+
+ private:
+  std::string address_;
+  std::chrono::milliseconds timeout_;
+};
+
+}  // namespace escdr::agent
+
+#endif  // ESCDR_AGENT_AGENT_CLIENT_H_
