@@ -1,0 +1,108 @@
+// Agent: the escdr daemon of one host (`escdr agent`).
+//
+// An agent registers its host in the inventory (RegisterHost), then serves
+// one TCP port (docs/agent.md):
+//   * control requests from the CLI: start, stop and list VMs, status, and
+//     migrate_out (run a migration of one of its VMs to another agent);
+//   * incoming migrations from other agents: it starts the destination QEMU
+//     from the VM's launch spec with `-incoming defer`, picks a donor (a
+//     running VM of the same kind on this host), loads the kind's catalog from
+//     the inventory, and rebuilds the stream with a DestinationSession.
+// It owns the VMs it starts: QEMU with guest RAM in a memory-backend-file
+// (share=on) under `ram_dir`, a QMP socket and a serial log under the state
+// directory. VMs run in their own session (QEMU -daemonize) and outlive the
+// agent: a crashed or restarted agent finds them again through the records it
+// keeps in `<state_dir>/vms/` and re-adopts the live ones. The destination
+// QEMU of an incoming migration is different: it never outlives a failed
+// migration (it is killed on failure, and at start-up if a crash left one).
+//
+// Every migration, in either direction, is an explicit state machine
+// (docs/agent.md draws both); on any failure the source VM keeps running on
+// its source, the destination QEMU is removed, and the error names the phase
+// and what failed.
+//
+// Thread safety: Run() blocks the calling thread until Shutdown() (from any
+// thread or a signal-handling thread). Each connection is served by its own
+// thread; VM operations are serialized per VM.
+#ifndef ESCDR_AGENT_AGENT_H_
+#define ESCDR_AGENT_AGENT_H_
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "escdr/base/status.h"
+
+namespace escdr::agent {
+
+struct AgentOptions {
+  // The host's name in the inventory; also names this agent's RAM files.
+  // Required; printable, no '/', ',' or spaces.
+  std::string name;
+  // Where to listen, "host:port" (port 0 picks a free port; see
+  // Agent::address()). Default loopback.
+  std::string listen = "127.0.0.1:7400";
+  // The address other agents and the CLI use to reach this agent, stored in
+  // the inventory; "" = the listen address (with the chosen port).
+  std::string advertise;
+  // Local state: VM records (vms/), QMP and migration sockets (run/), serial
+  // and QEMU logs (logs/). Required. Keep it short: unix socket paths must
+  // fit in 107 bytes.
+  std::string state_dir;
+  // The inventory URL (OpenInventory). Required.
+  std::string inventory_url;
+  // Where guest RAM files go; tmpfs keeps guest memory in memory. Default /dev/shm.
+  std::string ram_dir = "/dev/shm";
+  // The host as registered in the inventory: capacity and location.
+  std::uint64_t memory_mib = 16384;
+  std::uint32_t vcpus = 16;
+  std::string rack;
+  std::string pod;
+  // Starting a QEMU (TCG on a loaded machine is slow): until QMP answers.
+  std::chrono::milliseconds qemu_start_timeout{120000};
+  // How long a stopping VM may take to quit before SIGKILL.
+  std::chrono::milliseconds qemu_stop_grace{10000};
+  // Concurrent connections served; more are refused with an error reply.
+  int max_connections = 64;
+};
+
+class Agent {
+ public:
+  // Opens the inventory, registers the host, re-adopts the VMs recorded in
+  // the state directory (and kills stale incoming QEMUs), and listens.
+  // Errors: InvalidArgument (options), Unavailable (inventory, or the port
+  // is taken), IOError (state directory).
+  static Result<std::unique_ptr<Agent>> Start(const AgentOptions& options);
+
+  // Stops serving (as Shutdown) and joins every thread. VMs keep running.
+  ~Agent();
+  Agent(const Agent&) = delete;
+  Agent& operator=(const Agent&) = delete;
+
+  // "host:port" as advertised (the real port when listen asked for 0).
+  const std::string& address() const;
+
+  // Serves connections until Shutdown(). Returns OK after a shutdown.
+  Status Run();
+
+  // Asks Run() to return: stops accepting, cancels migrations in progress
+  // (they fail cleanly: the source VM keeps running) and waits for
+  // connection threads. Safe from any thread; idempotent.
+  void Shutdown();
+
+  class Impl;
+
+ private:
+  explicit Agent(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+// Sends the agent's log lines to stderr, one per line with an ISO timestamp
+// and level: info and above, or debug and above when `verbosity` > 0.
+// Call once, before Agent::Start().
+void SetupAgentLogging(int verbosity);
+
+}  // namespace escdr::agent
+
+#endif  // ESCDR_AGENT_AGENT_H_

@@ -1,0 +1,682 @@
+#include "escdr/agent/agent.h"
+
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <array>
+#include <cerrno>
+#include <cstdlib>
+#include <filesystem>
+
+#include <fmt/format.h>
+#include <spdlog/sinks/stdout_color_sinks.h>
+#include <spdlog/spdlog.h>
+
+#include "agent/agent_impl.h"
+#include "agent/connections.h"
+#include "agent/json_util.h"
+#include "escdr/agent/control_protocol.h"
+#include "escdr/migrate/destination_session.h"
+#include "escdr/qemu/qmp_commands.h"
+#include "escdr/qemu/serial_log.h"
+#include "escdr/sys/unique_fd.h"
+#include "escdr/wire/format.h"
+
+namespace escdr::agent {
+
+using nlohmann::json;
+using std::chrono::milliseconds;
+
+namespace {
+
+constexpr milliseconds kFirstFrameTimeout{10000};
+constexpr milliseconds kReplyTimeout{30000};
+constexpr milliseconds kQuickQmp{3000};
+
+Status MakeDir(const std::string& path) {
+  std::error_code ec;
+  std::filesystem::create_directories(path, ec);
+  if (ec) return Status::IOError(fmt::format("cannot create directory {}: {}", path, ec.message()));
+  return Status::OK();
+}
+
+void UnlinkQuietly(const std::string& path) {
+  if (!path.empty()) ::unlink(path.c_str());
+}
+
+}  // namespace
+
+// ---- Agent (public) ----
+
+void SetupAgentLogging(int verbosity) {
+  auto logger = spdlog::stderr_color_mt("escdr-agent");
+  spdlog::set_default_logger(logger);
+  spdlog::set_pattern("%Y-%m-%dT%H:%M:%S.%e %^%l%$ %v");
+  spdlog::set_level(verbosity > 0 ? spdlog::level::debug : spdlog::level::info);
+}
+
+Agent::Agent(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+Agent::~Agent() { impl_->Shutdown(); }
+
+Result<std::unique_ptr<Agent>> Agent::Start(const AgentOptions& options) {
+  auto impl = std::make_unique<Impl>(options);
+  ESCDR_RETURN_IF_ERROR(impl->Init());
+  return std::unique_ptr<Agent>(new Agent(std::move(impl)));
+}
+
+const std::string& Agent::address() const { return impl_->address(); }
+Status Agent::Run() { return impl_->Run(); }
+void Agent::Shutdown() { impl_->Shutdown(); }
+
+// ---- start-up ----
+
+Agent::Impl::~Impl() { Shutdown(); }
+
+Status Agent::Impl::Init() {
+  ESCDR_RETURN_IF_ERROR(ValidateLocalName("agent", options_.name));
+  if (options_.state_dir.empty()) return Status::InvalidArgument("the agent needs a state directory");
+  if (options_.inventory_url.empty()) return Status::InvalidArgument("the agent needs an inventory");
+  if (options_.memory_mib == 0 || options_.vcpus == 0) {
+    return Status::InvalidArgument("the agent's host needs a non-zero memory and vCPU capacity");
+  }
+  vms_dir_ = options_.state_dir + "/vms";
+  run_dir_ = options_.state_dir + "/run";
+  logs_dir_ = options_.state_dir + "/logs";
+  for (const std::string* d : {&vms_dir_, &run_dir_, &logs_dir_, &options_.ram_dir}) {
+    ESCDR_RETURN_IF_ERROR(MakeDir(*d));
+  }
+  if (const char* hold = std::getenv("ESCDR_AGENT_TEST_HOLD_AFTER_SCAN"); hold && *hold) {
+    hold_after_scan_dir_ = hold;
+  }
+  // Our QEMUs daemonize; as a subreaper we become their parent and reap them.
+  ::prctl(PR_SET_CHILD_SUBREAPER, 1);
+
+  ESCDR_ASSIGN_OR_RETURN(auto hp, ParseAgentAddress(options_.listen));
+  auto listener = wire::TcpListener::Listen(hp.first, hp.second);
+  if (!listener.has_value()) {
+    return Err(listener.error().WithContext(fmt::format("agent {} cannot listen on {}",
+                                                        options_.name, options_.listen)));
+  }
+  listener_.emplace(std::move(*listener));
+  address_ = options_.advertise.empty() ? fmt::format("{}:{}", hp.first, listener_->port())
+                                        : options_.advertise;
+
+  auto inv = OpenInventory(options_.inventory_url);
+  if (!inv.has_value()) return Err(inv.error().WithContext(fmt::format("agent {}", options_.name)));
+  inventory_ = std::move(*inv);
+  HostSpec host;
+  host.name = options_.name;
+  host.agent_address = address_;
+  host.rack = options_.rack;
+  host.pod = options_.pod;
+  host.memory_mib = options_.memory_mib;
+  host.vcpus = options_.vcpus;
+  auto registered = inventory_->RegisterHost(host);
+  if (!registered.has_value()) {
+    return Err(registered.error().WithContext(
+        fmt::format("agent {} cannot register its host", options_.name)));
+  }
+  Recover();
+  monitor_ = std::thread([this] { MonitorLoop(); });
+  spdlog::info("agent {} serving on {} (state {}, inventory {})", options_.name, address_,
+               options_.state_dir, RedactUrl(options_.inventory_url));
+  return Status::OK();
+}
+
+void Agent::Impl::Recover() {
+  LoadedRecords loaded = ReadVmRecords(vms_dir_);
+  for (const std::string& e : loaded.errors) spdlog::warn("agent {}: {}", options_.name, e);
+  for (VmRecord& rec : loaded.records) {
+    if (rec.role == VmRole::kIncoming) {
+      // The migration that started it cannot go on without us.
+      auto proc = VmProcess::Adopt(rec.pid, rec.spec.qmp_socket, false, milliseconds(0));
+      if (proc.has_value()) {
+        Status s = (*proc)->Kill();
+        spdlog::warn("agent {}: killed stale incoming QEMU of {} (pid {}): {}", options_.name,
+                     rec.name, rec.pid, s.ToString());
+      }
+      RemoveVmFiles(rec);
+      UnlinkQuietly(IncomingSocket(rec.name));
+      continue;
+    }
+    auto proc = VmProcess::Adopt(rec.pid, rec.spec.qmp_socket, true, options_.qemu_start_timeout);
+    if (!proc.has_value() && proc.error().code() != StatusCode::kNotFound) {
+      // Alive but QMP does not answer: keep it (never kill a guest on a hunch).
+      proc = VmProcess::Adopt(rec.pid, rec.spec.qmp_socket, false, milliseconds(0));
+      spdlog::error("agent {}: VM {} (pid {}) runs but its QMP socket does not answer", options_.name,
+                    rec.name, rec.pid);
+    }
+    if (!proc.has_value()) {
+      spdlog::warn("agent {}: VM {} (pid {}) is gone; removing its files", options_.name, rec.name,
+                   rec.pid);
+      RemoveVmFiles(rec);
+      if (rec.role == VmRole::kRunning) MarkStoppedInInventory(rec.name);
+      continue;
+    }
+    auto entry = std::make_shared<VmEntry>();
+    entry->record = std::move(rec);
+    entry->proc = std::move(*proc);
+    spdlog::info("agent {}: adopted VM {} (pid {}, {})", options_.name, entry->record.name,
+                 entry->record.pid, VmRoleName(entry->record.role));
+    std::lock_guard<std::mutex> lock(mu_);
+    vms_[entry->record.name] = std::move(entry);
+  }
+}
+
+// ---- paths ----
+
+std::string Agent::Impl::RamPath(const std::string& vm) const {
+  return fmt::format("{}/escdr-{}-{}.ram", options_.ram_dir, options_.name, vm);
+}
+std::string Agent::Impl::QmpSocket(const std::string& vm) const {
+  return fmt::format("{}/{}.qmp", run_dir_, vm);
+}
+std::string Agent::Impl::PidFile(const std::string& vm) const {
+  return fmt::format("{}/{}.pid", run_dir_, vm);
+}
+std::string Agent::Impl::SerialLog(const std::string& vm) const {
+  return fmt::format("{}/{}.serial.log", logs_dir_, vm);
+}
+std::string Agent::Impl::QemuLog(const std::string& vm) const {
+  return fmt::format("{}/{}.qemu.log", logs_dir_, vm);
+}
+std::string Agent::Impl::OutgoingSocket(const std::string& vm) const {
+  return fmt::format("{}/{}.out", run_dir_, vm);
+}
+std::string Agent::Impl::IncomingSocket(const std::string& vm) const {
+  return fmt::format("{}/{}.in", run_dir_, vm);
+}
+
+Result<LaunchSpec> Agent::Impl::LocalLaunchSpec(const Vm& vm) const {
+  ESCDR_RETURN_IF_ERROR(ValidateLocalName("VM", vm.name));
+  json j = json::parse(vm.launch_spec, nullptr, /*allow_exceptions=*/false);
+  if (!j.is_object()) {
+    return Err(Status::InvalidArgument(
+        fmt::format("the inventory's launch spec of VM {} is not a JSON object", vm.name)));
+  }
+  auto spec = LaunchSpecFromJson(j);
+  if (!spec.has_value()) {
+    return Err(spec.error().WithContext(fmt::format("launch spec of VM {}", vm.name)));
+  }
+  spec->name = vm.name;
+  spec->memory_mib = vm.memory_mib;
+  spec->vcpus = vm.vcpus;
+  spec->ram_path = RamPath(vm.name);
+  spec->qmp_socket = QmpSocket(vm.name);
+  spec->serial_log = SerialLog(vm.name);
+  spec->incoming.clear();
+  spec->start_paused = false;
+  return std::move(*spec);
+}
+
+// ---- the VM table ----
+
+Result<std::shared_ptr<VmEntry>> Agent::Impl::ReserveVm(const VmRecord& record,
+                                                        const std::string& what) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = vms_.find(record.name);
+  if (it != vms_.end()) {
+    const VmEntry& e = *it->second;
+    return Err(Status::AlreadyExists(fmt::format(
+        "agent {} already holds a QEMU for VM {} ({}{}{})", options_.name, record.name,
+        VmRoleName(e.record.role), e.busy.empty() ? "" : ", ", e.busy)));
+  }
+  auto entry = std::make_shared<VmEntry>();
+  entry->record = record;
+  entry->busy = what;
+  vms_[record.name] = entry;
+  return entry;
+}
+
+Status Agent::Impl::LaunchReserved(const std::shared_ptr<VmEntry>& entry) {
+  const VmRecord rec = entry->record;
+  auto proc = VmProcess::Launch(rec.spec, rec.pidfile, rec.qemu_log, options_.qemu_start_timeout);
+  if (!proc.has_value()) {
+    std::lock_guard<std::mutex> lock(mu_);
+    vms_.erase(rec.name);
+    return proc.error();
+  }
+  const pid_t pid = (*proc)->pid();
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    entry->proc = std::move(*proc);
+    entry->record.pid = pid;
+  }
+  Status s = WriteVmRecord(vms_dir_, entry->record);
+  if (!s.ok()) {
+    // Without a record a restarted agent would not know this QEMU.
+    (void)DestroyVm(entry, false);
+    return s.WithContext(fmt::format("cannot record VM {}", rec.name));
+  }
+  return Status::OK();
+}
+
+Result<std::shared_ptr<VmEntry>> Agent::Impl::AcquireVm(const std::string& name,
+                                                        const std::string& what) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = vms_.find(name);
+  if (it == vms_.end()) {
+    return Err(Status::NotFound(fmt::format("agent {} runs no VM {}", options_.name, name)));
+  }
+  if (!it->second->busy.empty()) {
+    return Err(Status::FailedPrecondition(
+        fmt::format("VM {} on {} is busy: {}", name, options_.name, it->second->busy)));
+  }
+  it->second->busy = what;
+  return it->second;
+}
+
+void Agent::Impl::ReleaseVm(const std::shared_ptr<VmEntry>& entry) {
+  std::lock_guard<std::mutex> lock(mu_);
+  entry->busy.clear();
+}
+
+Status Agent::Impl::SetRole(const std::shared_ptr<VmEntry>& entry, VmRole role,
+                            std::int64_t migration_id) {
+  VmRecord rec;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    entry->record.role = role;
+    entry->record.migration_id = migration_id;
+    rec = entry->record;
+  }
+  return WriteVmRecord(vms_dir_, rec);
+}
+
+Status Agent::Impl::DestroyVm(const std::shared_ptr<VmEntry>& entry, bool graceful) {
+  Status s;
+  if (entry->proc) {
+    s = graceful ? entry->proc->Quit(options_.qemu_stop_grace) : entry->proc->Kill();
+  }
+  VmRecord rec;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    rec = entry->record;
+    auto it = vms_.find(rec.name);
+    if (it != vms_.end() && it->second == entry) vms_.erase(it);
+  }
+  if (!s.ok()) {
+    // A QEMU that will not die keeps its files and record, for the next start.
+    spdlog::error("agent {}: cannot end QEMU of {} (pid {}): {}", options_.name, rec.name, rec.pid,
+                  s.ToString());
+    return s;
+  }
+  RemoveVmFiles(rec);
+  return Status::OK();
+}
+
+void Agent::Impl::RemoveVmFiles(const VmRecord& rec) {
+  UnlinkQuietly(rec.spec.ram_path);
+  UnlinkQuietly(rec.spec.qmp_socket);
+  UnlinkQuietly(rec.pidfile);
+  Status s = RemoveVmRecord(vms_dir_, rec.name);
+  if (!s.ok()) spdlog::warn("agent {}: {}", options_.name, s.ToString());
+}
+
+std::shared_ptr<VmEntry> Agent::Impl::FindVm(const std::string& name) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = vms_.find(name);
+  return it == vms_.end() ? nullptr : it->second;
+}
+
+std::vector<std::shared_ptr<VmEntry>> Agent::Impl::AllVms() {
+  std::lock_guard<std::mutex> lock(mu_);
+  std::vector<std::shared_ptr<VmEntry>> out;
+  for (auto& [name, e] : vms_) out.push_back(e);
+  return out;
+}
+
+std::shared_ptr<VmEntry> Agent::Impl::PickDonor(const VmKind& kind, const std::string& exclude,
+                                                const std::string& preferred) {
+  std::lock_guard<std::mutex> lock(mu_);
+  std::shared_ptr<VmEntry> best;
+  for (auto& [name, e] : vms_) {
+    if (name == exclude || e->record.role != VmRole::kRunning || !e->busy.empty() || !e->proc ||
+        !(e->record.kind == kind) || !e->proc->Alive()) {
+      continue;
+    }
+    if (name == preferred) return e;
+    if (!best) best = e;
+  }
+  return best;
+}
+
+VmInfo Agent::Impl::Describe(const std::shared_ptr<VmEntry>& entry, bool query_qmp) {
+  VmInfo info;
+  VmProcess* proc = nullptr;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    info.name = entry->record.name;
+    info.role = VmRoleName(entry->record.role);
+    info.pid = entry->record.pid;
+    info.ram_path = entry->record.spec.ram_path;
+    info.serial_log = entry->record.spec.serial_log;
+    info.qmp_socket = entry->record.spec.qmp_socket;
+    info.busy = !entry->busy.empty();
+    proc = entry->proc.get();
+  }
+  if (proc == nullptr) {
+    info.run_state = "starting";
+  } else if (!proc->Alive()) {
+    info.run_state = "exited";
+  } else if (query_qmp && proc->has_qmp()) {
+    auto st = proc->qmp().Execute("query-status", nullptr, kQuickQmp);
+    info.run_state = st.has_value() ? StringOr(*st, "status", "?") : "unknown";
+  } else {
+    info.run_state = "unknown";
+  }
+  auto counter = ReadLastCounter(info.serial_log);
+  if (counter.has_value() && counter->has_value()) info.counter = **counter;
+  return info;
+}
+
+void Agent::Impl::RegisterMigration(const std::shared_ptr<ActiveMigration>& m) {
+  std::lock_guard<std::mutex> lock(mu_);
+  migrations_.push_back(m);
+}
+
+void Agent::Impl::UnregisterMigration(const ActiveMigration* m) {
+  std::lock_guard<std::mutex> lock(mu_);
+  std::erase_if(migrations_, [m](const auto& p) { return p.get() == m; });
+}
+
+std::shared_ptr<ActiveMigration> Agent::Impl::FindMigration(const std::string& vm,
+                                                            std::int64_t migration_id) {
+  std::lock_guard<std::mutex> lock(mu_);
+  for (auto& m : migrations_) {
+    if (m->vm() == vm && m->migration_id() == migration_id) return m;
+  }
+  return nullptr;
+}
+
+void Agent::Impl::MarkStoppedInInventory(const std::string& vm) {
+  auto rec = inventory_->GetVm(vm);
+  if (!rec.has_value() || rec->host != options_.name) return;
+  if (rec->state == VmState::kRunning || rec->state == VmState::kDefined) {
+    Status s = inventory_->SetVmState(vm, VmState::kStopped);
+    if (!s.ok()) spdlog::warn("agent {}: {}", options_.name, s.ToString());
+  }
+}
+
+// ---- VM lifecycle ----
+
+Result<VmInfo> Agent::Impl::StartVm(const std::string& name) {
+  ESCDR_RETURN_IF_ERROR(ValidateLocalName("VM", name));
+  if (auto entry = FindVm(name)) {
+    // Already here: resume it if it is paused (e.g. after --keep-paused).
+    ESCDR_ASSIGN_OR_RETURN(auto held, AcquireVm(name, "resuming"));
+    Status s;
+    if (held->record.role != VmRole::kRunning) {
+      s = Status::FailedPrecondition(fmt::format("VM {} on {} is {}, not a VM this host runs",
+                                                 name, options_.name,
+                                                 VmRoleName(held->record.role)));
+    } else if (!held->proc || !held->proc->has_qmp()) {
+      s = Status::Unavailable(fmt::format("VM {} on {} has no QMP connection", name, options_.name));
+    } else {
+      auto st = QueryStatus(held->proc->qmp());
+      if (!st.has_value()) {
+        s = st.error();
+      } else if (*st != "running") {
+        s = Cont(held->proc->qmp());
+        if (s.ok()) spdlog::info("agent {}: resumed VM {} (was {})", options_.name, name, *st);
+      }
+    }
+    ReleaseVm(held);
+    ESCDR_RETURN_IF_ERROR(s);
+    return Describe(held, true);
+  }
+
+  ESCDR_ASSIGN_OR_RETURN(Vm vm, inventory_->GetVm(name));
+  if (vm.host != options_.name) {
+    return Err(Status::FailedPrecondition(fmt::format(
+        "VM {} is placed on host {}, not on {}", name, vm.host, options_.name)));
+  }
+  if (vm.state == VmState::kMigrating) {
+    return Err(Status::FailedPrecondition(fmt::format("VM {} is migrating", name)));
+  }
+  VmRecord rec;
+  rec.name = name;
+  rec.role = VmRole::kRunning;
+  rec.kind = vm.kind;
+  ESCDR_ASSIGN_OR_RETURN(rec.spec, LocalLaunchSpec(vm));
+  rec.pidfile = PidFile(name);
+  rec.qemu_log = QemuLog(name);
+  ESCDR_ASSIGN_OR_RETURN(auto entry, ReserveVm(rec, "starting"));
+  Status s = LaunchReserved(entry);
+  if (!s.ok()) return Err(s.WithContext(fmt::format("cannot start VM {} on {}", name, options_.name)));
+  s = inventory_->SetVmLaunch(name, vm.launch_spec, rec.spec.ram_path);
+  if (s.ok() && vm.state != VmState::kRunning) s = inventory_->SetVmState(name, VmState::kRunning);
+  if (!s.ok()) {
+    (void)DestroyVm(entry, false);
+    return Err(s.WithContext(fmt::format("VM {} started but the inventory refused it; stopped it", name)));
+  }
+  ReleaseVm(entry);
+  spdlog::info("agent {}: started VM {} (pid {}, RAM {})", options_.name, name, entry->record.pid,
+               rec.spec.ram_path);
+  return Describe(entry, true);
+}
+
+Status Agent::Impl::StopVm(const std::string& name) {
+  ESCDR_RETURN_IF_ERROR(ValidateLocalName("VM", name));
+  auto held = AcquireVm(name, "stopping");
+  if (!held.has_value()) {
+    if (held.error().code() != StatusCode::kNotFound) return held.error();
+    // Not here: fix the inventory if it still believes the VM runs here.
+    auto vm = inventory_->GetVm(name);
+    if (vm.has_value() && vm->host == options_.name && vm->state != VmState::kMigrating) {
+      if (vm->state != VmState::kStopped) MarkStoppedInInventory(name);
+      return Status::OK();
+    }
+    return held.error();
+  }
+  const VmRole role = (*held)->record.role;
+  if (role == VmRole::kIncoming) {
+    ReleaseVm(*held);
+    return Status::FailedPrecondition(
+        fmt::format("VM {} on {} is the destination of a migration in progress", name, options_.name));
+  }
+  ESCDR_RETURN_IF_ERROR(DestroyVm(*held, /*graceful=*/true));
+  if (role == VmRole::kRunning) MarkStoppedInInventory(name);
+  spdlog::info("agent {}: stopped VM {} ({})", options_.name, name, VmRoleName(role));
+  return Status::OK();
+}
+
+// ---- monitoring ----
+
+void Agent::Impl::MonitorLoop() {
+  std::unique_lock<std::mutex> lock(monitor_mu_);
+  while (!stopping_) {
+    monitor_cv_.wait_for(lock, std::chrono::seconds(1));
+    if (stopping_) break;
+    lock.unlock();
+    CheckVms();
+    ReapThreads(false);
+    lock.lock();
+  }
+}
+
+void Agent::Impl::CheckVms() {
+  for (auto& entry : AllVms()) {
+    std::string busy;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      busy = entry->busy;
+    }
+    if (!busy.empty() || !entry->proc || entry->proc->Alive()) continue;
+    const VmRecord rec = entry->record;
+    spdlog::warn("agent {}: VM {} (pid {}) exited on its own; removing it", options_.name, rec.name,
+                 rec.pid);
+    (void)DestroyVm(entry, false);
+    if (rec.role == VmRole::kRunning) MarkStoppedInInventory(rec.name);
+  }
+}
+
+// ---- serving ----
+
+Status Agent::Impl::Run() {
+  while (!stopping_) {
+    auto conn = listener_->Accept(Deadline::After(milliseconds(500)));
+    if (!conn.has_value()) {
+      if (conn.error().code() == StatusCode::kTimeout) continue;
+      if (stopping_) break;
+      spdlog::warn("agent {}: accept failed: {}", options_.name, conn.error().ToString());
+      std::this_thread::sleep_for(milliseconds(100));
+      continue;
+    }
+    std::lock_guard<std::mutex> lock(threads_mu_);
+    std::erase_if(workers_, [](Worker& w) {
+      if (!w.done->load()) return false;
+      w.thread.join();
+      return true;
+    });
+    if (static_cast<int>(workers_.size()) >= options_.max_connections) {
+      (void)WriteControlFrame(**conn, ControlFrameType::kReply,
+                              ErrorReply(Status::ResourceExhausted(fmt::format(
+                                  "agent {} serves {} connections already", options_.name,
+                                  workers_.size()))),
+                              Deadline::After(milliseconds(1000)));
+      continue;
+    }
+    auto done = std::make_shared<std::atomic<bool>>(false);
+    workers_.push_back(Worker{
+        std::thread([this, done, c = std::move(*conn)]() mutable {
+          ServeConnection(std::move(c));
+          done->store(true);
+        }),
+        done});
+  }
+  ReapThreads(true);
+  return Status::OK();
+}
+
+void Agent::Impl::ReapThreads(bool all) {
+  std::vector<Worker> finished;
+  {
+    std::lock_guard<std::mutex> lock(threads_mu_);
+    auto it = std::partition(workers_.begin(), workers_.end(),
+                             [all](Worker& w) { return !all && !w.done->load(); });
+    std::move(it, workers_.end(), std::back_inserter(finished));
+    workers_.erase(it, workers_.end());
+  }
+  for (Worker& w : finished) w.thread.join();
+}
+
+void Agent::Impl::Shutdown() {
+  if (stopping_.exchange(true)) return;
+  spdlog::info("agent {}: shutting down (VMs keep running)", options_.name);
+  std::vector<std::shared_ptr<ActiveMigration>> active;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    active = migrations_;
+  }
+  for (auto& m : active) m->Cancel(fmt::format("agent {} is shutting down", options_.name));
+  monitor_cv_.notify_all();
+  if (monitor_.joinable()) monitor_.join();
+}
+
+void Agent::Impl::ServeConnection(std::unique_ptr<wire::Connection> conn) {
+  std::array<std::uint8_t, wire::kFrameHeaderSize> header{};
+  Status s = wire::ReadFull(*conn, header, Deadline::After(kFirstFrameTimeout));
+  if (!s.ok()) return;  // a port scan or a client that gave up: nothing to say
+  const wire::FrameHeader h = wire::DecodeFrameHeader(header.data());
+  if (h.type == static_cast<std::uint16_t>(wire::FrameType::kHello)) {
+    // A source that skipped migrate_in: answer in its own protocol.
+    std::vector<std::uint8_t> prefix(header.begin(), header.end());
+    auto session = DestinationSession::Accept(
+        std::make_unique<PrefixedConnection>(std::move(conn), std::move(prefix)));
+    if (session.has_value()) {
+      (void)(*session)->Reject(Status::FailedPrecondition(fmt::format(
+          "agent {} takes a migration only after a migrate_in request (docs/agent.md)",
+          options_.name)));
+    }
+    return;
+  }
+  auto frame = ReadControlFrameAfterHeader(*conn, header.data(), "the client",
+                                           Deadline::After(kFirstFrameTimeout));
+  if (!frame.has_value()) {
+    spdlog::warn("agent {}: bad first frame from {}: {}", options_.name, conn->name(),
+                 frame.error().ToString());
+    (void)WriteControlFrame(*conn, ControlFrameType::kReply, ErrorReply(frame.error()),
+                            Deadline::After(milliseconds(1000)));
+    return;
+  }
+  if (frame->type != ControlFrameType::kRequest) {
+    (void)WriteControlFrame(*conn, ControlFrameType::kReply,
+                            ErrorReply(Status::ProtocolError("the first control frame must be a request")),
+                            Deadline::After(milliseconds(1000)));
+    return;
+  }
+  const json& request = frame->body;
+  auto version = JsonI64(request, "version");
+  auto op = RequiredJsonString(request, "op");
+  Status bad;
+  if (!version.has_value()) bad = version.error();
+  else if (*version != kControlVersion)
+    bad = Status::VersionMismatch(fmt::format("control version {} is not supported (this agent speaks {})",
+                                              *version, kControlVersion));
+  else if (!op.has_value()) bad = op.error();
+  if (!bad.ok()) {
+    (void)WriteControlFrame(*conn, ControlFrameType::kReply, ErrorReply(bad),
+                            Deadline::After(kReplyTimeout));
+    return;
+  }
+  if (*op == "migrate_in") {
+    ServeMigrateIn(*this, std::move(conn), request);
+    return;
+  }
+  if (*op == "migrate_out") {
+    ServeMigrateOut(*this, *conn, request);
+    return;
+  }
+  auto reply = HandleSimple(*op, request);
+  json body = reply.has_value() ? OkReply(std::move(*reply)) : ErrorReply(reply.error());
+  (void)WriteControlFrame(*conn, ControlFrameType::kReply, body, Deadline::After(kReplyTimeout));
+}
+
+json Agent::Impl::StatusJson() {
+  json vms = json::array();
+  for (auto& e : AllVms()) vms.push_back(Describe(e, true).ToJson());
+  json migrations = json::array();
+  std::vector<std::shared_ptr<ActiveMigration>> active;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    active = migrations_;
+  }
+  for (auto& m : active) migrations.push_back(m->Describe());
+  return {{"agent", options_.name}, {"host", options_.name}, {"address", address_},
+          {"pid", ::getpid()},      {"version", "0.1.0"},    {"state_dir", options_.state_dir},
+          {"vms", vms},             {"migrations", migrations}};
+}
+
+Result<json> Agent::Impl::HandleSimple(const std::string& op, const json& request) {
+  if (op == "ping") {
+    return json{{"agent", options_.name}, {"host", options_.name}, {"address", address_},
+                {"pid", ::getpid()}, {"version", "0.1.0"}};
+  }
+  if (op == "status") return StatusJson();
+  if (op == "list_vms") {
+    json vms = json::array();
+    for (auto& e : AllVms()) vms.push_back(Describe(e, true).ToJson());
+    return json{{"vms", vms}};
+  }
+  if (op == "start_vm") {
+    ESCDR_ASSIGN_OR_RETURN(std::string vm, RequiredJsonString(request, "vm"));
+    ESCDR_ASSIGN_OR_RETURN(VmInfo info, StartVm(vm));
+    return json{{"vm", info.ToJson()}};
+  }
+  if (op == "stop_vm") {
+    ESCDR_ASSIGN_OR_RETURN(std::string vm, RequiredJsonString(request, "vm"));
+    ESCDR_RETURN_IF_ERROR(StopVm(vm));
+    return json{{"vm", vm}};
+  }
+  if (op == "commit_in") return CommitIncoming(*this, request);
+  if (op == "abort_in") return AbortIncoming(*this, request);
+  if (op == "cancel") {
+    return Err(Status::InvalidArgument("cancel is only valid on a migrate_out connection"));
+  }
+  return Err(Status::NotSupported(fmt::format("unknown control request '{}'", op)));
+}
+
+}  // namespace escdr::agent

@@ -1,0 +1,366 @@
+// `escdr agent` (the per-host daemon), `escdr agent status`, and the VM
+// lifecycle commands that go through agents: `escdr vm create|start|stop`
+// (docs/cli-agent.md).
+#include <signal.h>
+#include <unistd.h>
+
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include "agent/json_util.h"
+#include "cli/command.h"
+#include "escdr/agent/agent.h"
+#include "escdr/agent/agent_client.h"
+#include "escdr/base/vm_kind.h"
+#include "escdr/inventory/inventory.h"
+#include "escdr/qemu/launch_spec.h"
+
+namespace escdr::cli {
+namespace {
+
+using nlohmann::json;
+
+Result<std::unique_ptr<Inventory>> OpenInventoryFromGlobal(const GlobalOptions& global) {
+  std::string url = global.db;
+  if (url.empty()) {
+    ESCDR_ASSIGN_OR_RETURN(const std::string dir, global.StateDir());
+    url = ResolveInventoryUrl("", dir);
+  }
+  return OpenInventory(url);
+}
+
+void PrintJson(const json& doc) {
+  std::fputs(doc.dump(2, ' ', false, json::error_handler_t::replace).c_str(), stdout);
+  std::fputc('\n', stdout);
+}
+
+// "4096" (MiB), "512M", "4G", "1.5G", "1T" -> MiB.
+Result<std::uint64_t> ParseMib(const std::string& text, const char* flag) {
+  std::size_t used = 0;
+  double v = 0;
+  try {
+    v = std::stod(text, &used);
+  } catch (...) {
+    used = 0;
+  }
+  std::string unit = text.substr(used);
+  double mult = unit.empty() || unit == "M" || unit == "MiB" ? 1
+                : unit == "G" || unit == "GiB"               ? 1024
+                : unit == "T" || unit == "TiB"               ? 1024.0 * 1024
+                                                             : -1;
+  if (used == 0 || mult < 0 || !(v > 0) || v * mult > 1e12) {
+    return Err(Status::InvalidArgument(
+        fmt::format("{} '{}' is not a size (MiB, or a number with M, G or T)", flag, text)));
+  }
+  return static_cast<std::uint64_t>(std::llround(v * mult));
+}
+
+// The agent of `host`, from the inventory.
+Result<agent::AgentClient> ClientForHost(Inventory& inv, const std::string& host) {
+  ESCDR_ASSIGN_OR_RETURN(Host h, inv.GetHost(host));
+  if (h.agent_address.empty()) {
+    return Err(Status::FailedPrecondition(
+        fmt::format("host {} has no agent address in the inventory (is `escdr agent` running?)", host)));
+  }
+  return agent::AgentClient(h.agent_address);
+}
+
+// ---- escdr agent ----
+
+struct AgentArgs {
+  agent::AgentOptions options;
+  std::string memory = "16G";
+};
+
+void RunAgent(const GlobalOptions& global, AgentArgs& args) {
+  agent::SetupAgentLogging(global.verbosity);
+
+  agent::AgentOptions o = args.options;
+  o.memory_mib = Unwrap(ParseMib(args.memory, "--memory"));
+  o.state_dir = Unwrap(global.StateDir());
+  if (o.inventory_url.empty()) {
+    o.inventory_url = global.db.empty() ? ResolveInventoryUrl("", Unwrap(global.StateDir()))
+                                        : global.db;
+  }
+  // SIGINT and SIGTERM end the agent cleanly (its VMs keep running); every
+  // thread blocks them and one thread waits for them.
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGINT);
+  sigaddset(&set, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &set, nullptr);
+  ::signal(SIGPIPE, SIG_IGN);
+
+  auto started = agent::Agent::Start(o);
+  if (!started.has_value()) Fail(started.error());
+  agent::Agent* a = started->get();
+  std::thread waiter([a, set] {
+    int sig = 0;
+    sigwait(&set, &sig);
+    if (sig != 0) a->Shutdown();
+  });
+  if (global.json) {
+    PrintJson({{"agent", o.name}, {"address", a->address()}, {"pid", ::getpid()}});
+  } else {
+    std::printf("escdr agent %s listening on %s (pid %d)\n", o.name.c_str(), a->address().c_str(),
+                ::getpid());
+  }
+  std::fflush(stdout);
+  Status s = a->Run();
+  // Wake the signal thread if Run() ended for another reason.
+  if (waiter.joinable()) {
+    ::kill(::getpid(), SIGTERM);
+    waiter.join();
+  }
+  started->reset();
+  Check(s);
+}
+
+// ---- escdr agent status ----
+
+void RunAgentStatus(const GlobalOptions& global, const std::vector<std::string>& targets) {
+  auto inv = Unwrap(OpenInventoryFromGlobal(global));
+  std::vector<std::pair<std::string, std::string>> agents;  // host, address
+  if (targets.empty()) {
+    for (const Host& h : Unwrap(inv->ListHosts())) {
+      if (!h.agent_address.empty()) agents.emplace_back(h.name, h.agent_address);
+    }
+  } else {
+    for (const std::string& t : targets) {
+      auto h = inv->GetHost(t);
+      if (h.has_value()) {
+        agents.emplace_back(h->name, h->agent_address);
+      } else if (t.find(':') != std::string::npos) {
+        agents.emplace_back("", t);
+      } else {
+        Fail(h.error());
+      }
+    }
+  }
+  json doc = json::array();
+  Table agents_table({"HOST", "ADDRESS", "STATE", ">PID", ">VMS", ">MIGRATIONS"});
+  Table vms_table({"HOST", "VM", "ROLE", "RUN STATE", ">PID", ">COUNTER", "RAM FILE"});
+  bool any_down = false;
+  for (const auto& [host, address] : agents) {
+    agent::AgentClient client(address, std::chrono::seconds(10));
+    auto st = client.GetStatus();
+    if (!st.has_value()) {
+      any_down = true;
+      agents_table.AddRow({host, address, "unreachable", "", "", ""});
+      doc.push_back({{"host", host}, {"address", address}, {"error", st.error().message()}});
+      continue;
+    }
+    doc.push_back(*st);
+    const json vms = st->contains("vms") && (*st)["vms"].is_array() ? (*st)["vms"] : json::array();
+    const json migrations = st->contains("migrations") && (*st)["migrations"].is_array()
+                                ? (*st)["migrations"]
+                                : json::array();
+    const std::string name = agent::StringOr(*st, "host", host);
+    agents_table.AddRow({name, address, "up", std::to_string(agent::U64Or(*st, "pid")),
+                         std::to_string(vms.size()), std::to_string(migrations.size())});
+    for (const json& v : vms) {
+      agent::VmInfo info = agent::VmInfo::FromJson(v);
+      vms_table.AddRow({name, info.name, info.role, info.run_state,
+                        std::to_string(info.pid),
+                        info.counter ? std::to_string(*info.counter) : "-", info.ram_path});
+    }
+  }
+  if (global.json) {
+    PrintJson(doc);
+  } else {
+    std::fputs(agents_table.Render().c_str(), stdout);
+    std::fputs("\n", stdout);
+    std::fputs(vms_table.Render().c_str(), stdout);
+  }
+  if (any_down && !targets.empty()) {
+    Fail(Status::Unavailable("an agent did not answer"));
+  }
+}
+
+// ---- escdr vm create|start|stop ----
+
+struct CreateArgs {
+  std::string name;
+  std::string os, os_version, hypervisor = "qemu", hypervisor_version;
+  std::string memory = "256";
+  std::uint32_t vcpus = 1;
+  std::string kernel, initrd, append = "console=ttyS0", machine = "pc";
+  std::string qemu = "qemu-system-x86_64";
+  std::string host;
+  std::string policy = "spread";
+  bool no_start = false;
+};
+
+void PrintVm(const GlobalOptions& global, const std::string& verb, const std::string& host,
+             const agent::VmInfo& vm) {
+  if (global.json) {
+    json j = vm.ToJson();
+    j["host"] = host;
+    PrintJson(j);
+    return;
+  }
+  std::printf("%s VM %s on %s (pid %lld, %s)\n  RAM file    %s\n  serial log  %s\n", verb.c_str(),
+              vm.name.c_str(), host.c_str(), static_cast<long long>(vm.pid), vm.run_state.c_str(),
+              vm.ram_path.c_str(), vm.serial_log.c_str());
+}
+
+std::string AbsolutePath(const std::string& path, const char* flag) {
+  if (path.empty()) return path;
+  std::error_code ec;
+  std::filesystem::path p = std::filesystem::absolute(path, ec);
+  if (ec || !std::filesystem::is_regular_file(p, ec)) {
+    Fail(Status::NotFound(fmt::format("{} {} is not a readable file", flag, path)));
+  }
+  return p.string();
+}
+
+void RunVmCreate(const GlobalOptions& global, const CreateArgs& a) {
+  VmKind kind{a.os, a.os_version, a.hypervisor, a.hypervisor_version};
+  Check(kind.Validate().WithContext("vm create"));
+  LaunchSpec spec;
+  spec.name = a.name;
+  spec.memory_mib = Unwrap(ParseMib(a.memory, "--memory"));
+  spec.vcpus = a.vcpus;
+  spec.machine = a.machine;
+  spec.kernel = AbsolutePath(a.kernel, "--kernel");
+  spec.initrd = AbsolutePath(a.initrd, "--initrd");
+  spec.append = a.append;
+  spec.qemu_binary = a.qemu;
+
+  VmSpec vs;
+  vs.name = a.name;
+  vs.host = a.host;
+  vs.kind = kind;
+  vs.memory_mib = spec.memory_mib;
+  vs.vcpus = a.vcpus;
+  vs.state = VmState::kDefined;
+  vs.launch_spec = LaunchSpecToJson(spec).dump();
+
+  auto inv = Unwrap(OpenInventoryFromGlobal(global));
+  Vm vm;
+  if (!a.host.empty()) {
+    vm = Unwrap(inv->AddVm(vs));
+  } else {
+    PlacementOptions po;
+    po.policy = Unwrap(ParsePlacementPolicy(a.policy));
+    vm = Unwrap(inv->PlaceVm(vs, po)).vm;
+  }
+  if (a.no_start) {
+    if (global.json) {
+      PrintJson({{"name", vm.name}, {"host", vm.host}, {"state", VmStateName(vm.state)}});
+    } else {
+      std::printf("defined VM %s on %s (not started)\n", vm.name.c_str(), vm.host.c_str());
+    }
+    return;
+  }
+  auto client = ClientForHost(*inv, vm.host);
+  Result<agent::VmInfo> started = client.has_value() ? client->StartVm(vm.name)
+                                                     : Result<agent::VmInfo>(Err(client.error()));
+  if (!started.has_value()) {
+    // Leave no VM behind that nobody runs: the name stays free for a retry.
+    Status removed = inv->RemoveVm(vm.name);
+    Fail(Status(started.error().code(),
+                fmt::format("VM {} was placed on {} but could not be started there: {}; {}",
+                            vm.name, vm.host, started.error().message(),
+                            removed.ok() ? "removed it from the inventory"
+                                         : "and could not remove it: " + removed.message())));
+  }
+  PrintVm(global, "created", vm.host, *started);
+}
+
+void RunVmStart(const GlobalOptions& global, const std::string& name) {
+  auto inv = Unwrap(OpenInventoryFromGlobal(global));
+  Vm vm = Unwrap(inv->GetVm(name));
+  auto client = Unwrap(ClientForHost(*inv, vm.host));
+  PrintVm(global, "started", vm.host, Unwrap(client.StartVm(name)));
+}
+
+// `host` names the agent to ask; "" = the VM's host in the inventory. Another
+// host is how a source kept by `migrate --keep-source` is removed.
+void RunVmStop(const GlobalOptions& global, const std::string& name, std::string host) {
+  auto inv = Unwrap(OpenInventoryFromGlobal(global));
+  if (host.empty()) host = Unwrap(inv->GetVm(name)).host;
+  auto client = Unwrap(ClientForHost(*inv, host));
+  Check(client.StopVm(name));
+  if (global.json) {
+    PrintJson({{"name", name}, {"host", host}, {"state", "stopped"}});
+  } else {
+    std::printf("stopped VM %s on %s\n", name.c_str(), host.c_str());
+  }
+}
+
+void RegisterAgentCommands(CLI::App& app, GlobalOptions& global) {
+  auto aa = std::make_shared<AgentArgs>();
+  CLI::App* agent_cmd = GetOrAddSubcommand(
+      app, "agent", "Run the escdr agent of this host (a daemon), or query agents");
+  agent_cmd->require_subcommand(0, 1);
+  agent_cmd->add_option("--name", aa->options.name, "This host's name in the inventory");
+  agent_cmd->add_option("--listen", aa->options.listen,
+                        "Address to listen on, host:port (default 127.0.0.1:7400)");
+  agent_cmd->add_option("--advertise", aa->options.advertise,
+                        "Address others reach this agent at (default: the listen address)");
+  agent_cmd->add_option("--ram-dir", aa->options.ram_dir,
+                        "Directory for guest RAM files (default /dev/shm)");
+  agent_cmd->add_option("--memory", aa->memory, "Host memory for VMs: MiB, or with M, G or T");
+  agent_cmd->add_option("--vcpus", aa->options.vcpus, "Host vCPUs for VMs (default 16)");
+  agent_cmd->add_option("--rack", aa->options.rack, "Rack of this host");
+  agent_cmd->add_option("--pod", aa->options.pod, "Pod of this host");
+
+  auto targets = std::make_shared<std::vector<std::string>>();
+  CLI::App* status = agent_cmd->add_subcommand("status", "Status of agents and the VMs they run");
+  status->add_option("HOST", *targets, "Hosts (or host:port addresses); default: every host");
+  status->callback([&global, targets] { RunAgentStatus(global, *targets); });
+
+  agent_cmd->callback([&global, aa, agent_cmd] {
+    if (!agent_cmd->get_subcommands().empty()) return;
+    if (aa->options.name.empty()) Fail(Status::InvalidArgument("escdr agent needs --name"));
+    RunAgent(global, *aa);
+  });
+
+  CLI::App* vm = GetOrAddSubcommand(app, "vm", "VMs: create, start, stop (agents); add, list, show, remove (inventory)");
+  auto ca = std::make_shared<CreateArgs>();
+  CLI::App* create = vm->add_subcommand(
+      "create", "Place a new VM with the placement policy and start it on that host's agent");
+  create->add_option("NAME", ca->name, "VM name (unique)")->required();
+  create->add_option("--os", ca->os, "Guest OS name, e.g. debian")->required();
+  create->add_option("--os-version", ca->os_version, "Guest OS version, e.g. 12")->required();
+  create->add_option("--hypervisor", ca->hypervisor, "Hypervisor name (default qemu)");
+  create->add_option("--hypervisor-version", ca->hypervisor_version,
+                     "Hypervisor version, e.g. 7.2")->required();
+  create->add_option("--memory", ca->memory, "Guest memory: MiB, or with M, G or T (default 256)");
+  create->add_option("--vcpus", ca->vcpus, "vCPUs (default 1)");
+  create->add_option("--kernel", ca->kernel, "Kernel image (bzImage)")->required();
+  create->add_option("--initrd", ca->initrd, "Initial ramdisk");
+  create->add_option("--append", ca->append, "Kernel command line (default console=ttyS0)");
+  create->add_option("--machine", ca->machine, "QEMU machine type (default pc)");
+  create->add_option("--qemu", ca->qemu, "QEMU binary (default qemu-system-x86_64)");
+  create->add_option("--host", ca->host, "Put it on this host instead of asking placement");
+  create->add_option("--policy", ca->policy, "Placement policy: spread (default), pack, random");
+  create->add_flag("--no-start", ca->no_start, "Only place and register it");
+  create->callback([&global, ca] { RunVmCreate(global, *ca); });
+
+  auto name = std::make_shared<std::string>();
+  CLI::App* start = vm->add_subcommand("start", "Start a VM on its host (or resume it if paused)");
+  start->add_option("NAME", *name, "VM name")->required();
+  start->callback([&global, name] { RunVmStart(global, *name); });
+  auto stop_host = std::make_shared<std::string>();
+  CLI::App* stop = vm->add_subcommand("stop", "Stop a VM: quit its QEMU, remove its RAM file");
+  stop->add_option("NAME", *name, "VM name")->required();
+  stop->add_option("--host", *stop_host,
+                   "Ask this host's agent (e.g. for a source kept by migrate --keep-source)");
+  stop->callback([&global, name, stop_host] { RunVmStop(global, *name, *stop_host); });
+}
+
+}  // namespace
+
+ESCDR_REGISTER_COMMAND(RegisterAgentCommands);
+
+}  // namespace escdr::cli
