@@ -46,6 +46,14 @@ Status CatalogLearner::AddSample(const MemoryImage& image) {
   const std::vector<RamBlockInfo>& blocks = image.blocks();
   if (sample_count_ == 0) {
     ESCDR_RETURN_IF_ERROR(ValidateBlockList(blocks, "sample " + image.source()));
+    // Candidate ids are u32; refuse up front rather than fail half-way.
+    std::uint64_t total_pages = 0;
+    for (const RamBlockInfo& b : blocks) total_pages += b.length / kPageSize;
+    if (total_pages > Catalog::kMaxContent) {
+      return Status::InvalidArgument(fmt::format(
+          "sample {} has {} pages, more than a catalog can index ({})", image.source(),
+          total_pages, Catalog::kMaxContent));
+    }
     first_source_ = image.source();
     blocks_ = blocks;
     position_candidates_.resize(blocks.size());

@@ -16,7 +16,9 @@ namespace escdr {
 namespace {
 
 constexpr std::string_view kSuffix = ".catalog";
-constexpr std::size_t kMaxFileName = 255;
+// NAME_MAX is 255; the rest is room for the temporary file's name
+// (".<name>.tmp.<pid>.<n>") during an atomic replace.
+constexpr std::size_t kMaxFileName = 200;
 
 bool IsPlain(unsigned char c) {
   return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '.' ||

@@ -48,7 +48,8 @@ class CatalogLearner {
   // Reads every page of `image` once and folds it into the catalog.
   // Errors (the learner is unchanged by a failed call):
   //   InvalidArgument if the first image's block list is unusable (no blocks,
-  //   a length that is not a multiple of kPageSize, a duplicate name...), or
+  //   a length that is not a multiple of kPageSize, a duplicate name, more
+  //   pages than Catalog::kMaxContent...), or
   //   if a later image's block list differs from the first one's; the message
   //   names the first difference and both images' sources.
   // The image need not outlive the call.

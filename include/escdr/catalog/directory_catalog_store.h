@@ -33,7 +33,7 @@ class DirectoryCatalogStore final : public CatalogStore {
   static Result<std::unique_ptr<DirectoryCatalogStore>> Open(const std::string& dir);
 
   // PutCatalog errors: InvalidArgument if kind.Validate() fails or its file
-  // name would exceed 255 bytes; IOError if the write fails.
+  // name would exceed 200 bytes; IOError if the write fails.
   Status PutCatalog(const VmKind& kind, const std::string& bytes) override;
   Result<std::string> GetCatalog(const VmKind& kind) override;
   Result<std::vector<StoredCatalogInfo>> ListCatalogs() override;
