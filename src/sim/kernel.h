@@ -13,7 +13,7 @@
 
 #include "escdr/sim/scenario.h"
 #include "escdr/sim/simulator.h"
-#include "sim/inventory.h"
+#include "sim/sim_inventory.h"
 
 namespace escdr::sim {
 

@@ -14,7 +14,7 @@
 #include <type_traits>
 #include <vector>
 
-#include "sim/inventory.h"
+#include "sim/sim_inventory.h"
 #include "sim/kernel.h"
 
 namespace escdr::sim {

@@ -1,4 +1,4 @@
-#include "sim/inventory.h"
+#include "sim/sim_inventory.h"
 
 #include <fmt/format.h>
 

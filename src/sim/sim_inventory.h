@@ -11,7 +11,7 @@
 // turn instead of all hosts at once, because ranking 10,000 hosts with
 // explanations for each of 50,000 migrations would dominate the run. The
 // cascade returns exactly the host the single call over all hosts returns
-// (inventory_test.cc checks this on random inventories), because with
+// (sim_inventory_test.cc checks this on random inventories), because with
 // HierarchicalPathCost's weights (same rack 1 < same pod 2 < across pods 4)
 // and donors ranked before non-donors:
 //   1. the source's rack: a donor chosen here has the cheapest possible path;
@@ -21,8 +21,8 @@
 //      from step 1, else the pod's, else the choice over all hosts.
 //
 // Thread safety: not thread-safe; one simulation owns one inventory.
-#ifndef ESCDR_SRC_SIM_INVENTORY_H_
-#define ESCDR_SRC_SIM_INVENTORY_H_
+#ifndef ESCDR_SRC_SIM_SIM_INVENTORY_H_
+#define ESCDR_SRC_SIM_SIM_INVENTORY_H_
 
 #include <cstdint>
 #include <optional>
@@ -120,4 +120,4 @@ class SimInventory {
 
 }  // namespace escdr::sim
 
-#endif  // ESCDR_SRC_SIM_INVENTORY_H_
+#endif  // ESCDR_SRC_SIM_SIM_INVENTORY_H_
