@@ -493,10 +493,18 @@ Status OutgoingMigration::Recover(const Status& cause, OutPhase failed_in) {
     std::lock_guard<std::mutex> lock(progress_mu_);
     if (last_info_.status == "device" || last_info_.status == "pre-switchover") phase = "stop-and-copy";
   }
+  // A broken connection is the usual way a dead destination agent or a cut
+  // network shows; say so before the socket-level detail.
+  std::string what = cause.message();
+  if ((cause.code() == StatusCode::kUnavailable || cause.code() == StatusCode::kTimeout) &&
+      !what.starts_with("destination reported") && failed_in >= OutPhase::kPreparing &&
+      failed_in <= OutPhase::kFinishing) {
+    what = "lost the connection to the destination agent: " + what;
+  }
   Status out(cause.code(),
              fmt::format("migration of VM {} from {} to {} (agent {}) failed in the {} phase{}: {}; {}",
                          req_.vm, agent_.host(), dest_host_, dest_address_, phase, qemu_detail,
-                         cause.message(), outcome));
+                         what, outcome));
   spdlog::warn("agent {}: {}", agent_.host(), out.message());
   return out;
 }

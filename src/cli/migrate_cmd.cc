@@ -1,0 +1,282 @@
+// `escdr migrate VM [--to HOST]`: one live migration, end to end
+// (docs/cli-agent.md).
+//
+// The CLI drives the inventory side and the source agent does the rest:
+// choose (or check) the destination, BeginMigration (reserves capacity there),
+// migrate_out to the source agent (progress events stream back), then
+// FinishMigration with the outcome and the figures: the VM moves only if the
+// migration succeeded; otherwise the reservation is released and the VM stays
+// where it was.
+#include <signal.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cstdio>
+#include <string>
+
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include "cli/command.h"
+#include "escdr/agent/agent_client.h"
+#include "escdr/inventory/inventory.h"
+#include "escdr/sys/clock.h"
+
+namespace escdr::cli {
+namespace {
+
+using nlohmann::json;
+
+std::atomic<bool> g_cancel{false};
+
+void OnInterrupt(int) { g_cancel.store(true); }
+
+Result<std::unique_ptr<Inventory>> OpenInventoryFromGlobal(const GlobalOptions& global) {
+  std::string url = global.db;
+  if (url.empty()) {
+    ESCDR_ASSIGN_OR_RETURN(const std::string dir, global.StateDir());
+    url = ResolveInventoryUrl("", dir);
+  }
+  return OpenInventory(url);
+}
+
+// "100M" (bytes/s with K, M, G binary units), or a plain number of bytes/s.
+Result<std::uint64_t> ParseRate(const std::string& text) {
+  std::size_t used = 0;
+  double v = 0;
+  try {
+    v = std::stod(text, &used);
+  } catch (...) {
+    used = 0;
+  }
+  std::string unit = text.substr(used);
+  if (unit.ends_with("/s")) unit.resize(unit.size() - 2);
+  double mult = unit.empty() || unit == "B"    ? 1
+                : unit == "K" || unit == "KiB" ? 1024
+                : unit == "M" || unit == "MiB" ? 1048576
+                : unit == "G" || unit == "GiB" ? 1073741824.0
+                                               : -1;
+  if (used == 0 || mult < 0 || !(v > 0)) {
+    return Err(Status::InvalidArgument(fmt::format(
+        "--max-bandwidth '{}' is not a rate (bytes/s, or a number with K, M or G)", text)));
+  }
+  return static_cast<std::uint64_t>(v * mult);
+}
+
+struct MigrateArgs {
+  std::string vm;
+  std::string to;
+  std::string donor;
+  std::string destination_address;
+  std::string max_bandwidth;
+  bool no_escdr = false;
+  bool keep_paused = false;
+  bool keep_source = false;
+  int timeout_s = 900;
+};
+
+std::string Pct(double part, double whole) {
+  return whole > 0 ? fmt::format("{:.1f}%", 100.0 * part / whole) : "-";
+}
+
+// The live line on a terminal; phase changes only, otherwise.
+class ProgressPrinter {
+ public:
+  explicit ProgressPrinter(bool enabled) : enabled_(enabled), tty_(::isatty(2) == 1) {}
+
+  void Update(const agent::MigrationProgress& p) {
+    if (!enabled_) return;
+    if (!tty_) {
+      if (p.phase != last_phase_) std::fprintf(stderr, "  %6.1f s  %s\n", p.elapsed_s, p.phase.c_str());
+      last_phase_ = p.phase;
+      return;
+    }
+    const double rate = p.elapsed_s > 0 ? p.wire_bytes_sent / p.elapsed_s : 0;
+    std::string line = fmt::format(
+        "\r  {:<13} {:6.1f} s  RAM {} / {}  pages {} (+{} zero)  wire {} ({}/s)  rounds {}",
+        p.phase, p.elapsed_s, HumanBytes(static_cast<double>(p.ram_transferred)),
+        HumanBytes(static_cast<double>(p.ram_total)), p.normal_pages, p.zero_pages,
+        HumanBytes(static_cast<double>(p.wire_bytes_sent)), HumanBytes(rate), p.dirty_sync_count);
+    std::fprintf(stderr, "%-120s", line.c_str());
+    std::fflush(stderr);
+    dirty_ = true;
+  }
+
+  void Done() {
+    if (dirty_) std::fputs("\n", stderr);
+    dirty_ = false;
+  }
+
+ private:
+  bool enabled_;
+  bool tty_;
+  bool dirty_ = false;
+  std::string last_phase_;
+};
+
+void PrintSummary(const Migration& m, const agent::MigrateOutResult& r, bool escdr) {
+  const MigrationReport& rep = r.report;
+  const double stream = static_cast<double>(rep.stream_bytes);
+  const double wire = static_cast<double>(rep.wire_bytes_sent);
+  std::printf("migrated %s from %s to %s (migration %lld%s) in %.2f s\n", m.vm.c_str(),
+              m.source.c_str(), m.destination.c_str(), static_cast<long long>(m.id),
+              r.donor.empty() ? ", no donor" : fmt::format(", donor {}", r.donor).c_str(),
+              r.elapsed_s);
+  if (!r.note.empty()) std::printf("  note: %s\n", r.note.c_str());
+  Table t({"FIGURE", ">VALUE", ">SHARE"});
+  t.AddRow({"bytes QEMU produced", HumanBytes(stream), "100%"});
+  t.AddRow({"bytes on the wire (to destination)", HumanBytes(wire), Pct(wire, stream)});
+  t.AddRow({"bytes on the wire (back)", HumanBytes(static_cast<double>(rep.wire_bytes_received)), ""});
+  t.AddRow({"saved by position", HumanBytes(static_cast<double>(rep.bytes_saved_by_position())),
+            Pct(static_cast<double>(rep.bytes_saved_by_position()), stream)});
+  t.AddRow({"saved by content", HumanBytes(static_cast<double>(rep.bytes_saved_by_content())),
+            Pct(static_cast<double>(rep.bytes_saved_by_content()), stream)});
+  t.AddRow({"full pages (PAGE records)", std::to_string(rep.page_records), ""});
+  t.AddRow({"zero pages (ZERO records)", std::to_string(rep.zero_records), ""});
+  t.AddRow({"pages from the donor", std::to_string(rep.pages_from_donor), ""});
+  t.AddRow({"fallbacks (donor page changed)", std::to_string(rep.fallbacks), ""});
+  t.AddRow({"window-full pages sent whole", std::to_string(rep.pages_window_full), ""});
+  t.AddRow({"total time", fmt::format("{:.2f} s", r.elapsed_s), ""});
+  t.AddRow({"downtime (QEMU: stop to completion)", fmt::format("{} ms", r.qemu_downtime_ms), ""});
+  if (rep.downtime_measured) {
+    t.AddRow({"downtime (escdr: ram end to resumed)",
+              fmt::format("{:.1f} ms", rep.downtime.count() / 1000.0), ""});
+  }
+  std::fputs(t.Render().c_str(), stdout);
+  if (!escdr) std::printf("(--no-escdr: every page was sent in full)\n");
+}
+
+void RunMigrate(const GlobalOptions& global, const MigrateArgs& a) {
+  auto inv = Unwrap(OpenInventoryFromGlobal(global));
+  Vm vm = Unwrap(inv->GetVm(a.vm));
+  if (vm.state != VmState::kRunning) {
+    Fail(Status::FailedPrecondition(
+        fmt::format("VM {} is {}, not running", vm.name, VmStateName(vm.state))));
+  }
+  std::string destination = a.to;
+  if (destination.empty()) {
+    DestinationPlan plan = Unwrap(inv->PlanDestination(a.vm));
+    if (!plan.decision.chosen) {
+      Fail(Status::ResourceExhausted(fmt::format("no host can take VM {} now", a.vm)));
+    }
+    destination = plan.candidates[*plan.decision.chosen].name;
+    if (!global.json) {
+      std::fprintf(stderr, "destination %s%s\n", destination.c_str(),
+                   plan.decision.has_donor ? fmt::format(" (donor {})", plan.donor).c_str()
+                                           : " (no host runs a donor: nothing will be saved)");
+    }
+  }
+  Migration m = Unwrap(inv->BeginMigration(a.vm, destination, a.donor));
+  const auto started = MonotonicClock::now();
+
+  agent::MigrateOutRequest req;
+  req.vm = a.vm;
+  req.migration_id = m.id;
+  req.destination_address = a.destination_address;
+  req.escdr = !a.no_escdr;
+  req.keep_paused = a.keep_paused;
+  req.keep_source = a.keep_source;
+  if (!a.max_bandwidth.empty()) {
+    auto rate = ParseRate(a.max_bandwidth);
+    if (!rate.has_value()) {
+      (void)inv->FinishMigration(m.id, MigrationOutcome::kFailed,
+                                 MigrationFigures{.error = rate.error().message()});
+      Fail(rate.error());
+    }
+    req.max_bandwidth = *rate;
+  }
+  req.timeout = std::chrono::seconds(a.timeout_s);
+
+  // Ctrl-C cancels the migration cleanly instead of killing the CLI midway.
+  struct sigaction sa {};
+  struct sigaction old_int {}, old_term {};
+  sa.sa_handler = OnInterrupt;
+  sigaction(SIGINT, &sa, &old_int);
+  sigaction(SIGTERM, &sa, &old_term);
+  g_cancel = false;
+
+  ProgressPrinter progress(!global.json);
+  Result<agent::MigrateOutResult> result = Err(Status::Internal("not run"));
+  auto source = inv->GetHost(vm.host);
+  if (!source.has_value()) {
+    result = Err(source.error());
+  } else if (source->agent_address.empty()) {
+    result = Err(Status::FailedPrecondition(fmt::format("host {} has no agent address", vm.host)));
+  } else {
+    agent::AgentClient client(source->agent_address);
+    result = client.MigrateOut(
+        req, [&progress](const agent::MigrationProgress& p) { progress.Update(p); }, &g_cancel);
+  }
+  progress.Done();
+  sigaction(SIGINT, &old_int, nullptr);
+  sigaction(SIGTERM, &old_term, nullptr);
+
+  const auto total_ms = static_cast<std::uint64_t>(SecondsSince(started) * 1000);
+  if (!result.has_value()) {
+    MigrationFigures f;
+    f.total_ms = total_ms;
+    f.error = result.error().message();
+    auto finished = inv->FinishMigration(m.id, MigrationOutcome::kFailed, f);
+    Status err = result.error();
+    if (!finished.has_value()) {
+      err = Status(err.code(), fmt::format("{}; and the inventory could not record it: {}",
+                                           err.message(), finished.error().message()));
+    }
+    Fail(err);
+  }
+  const MigrationReport& rep = result->report;
+  MigrationFigures f;
+  f.bytes_on_wire = rep.wire_bytes_sent;
+  f.bytes_saved_position = rep.bytes_saved_by_position();
+  f.bytes_saved_content = rep.bytes_saved_by_content();
+  f.fallback_pages = rep.fallbacks;
+  f.total_ms = total_ms;
+  f.downtime_ms = std::max<std::uint64_t>(
+      static_cast<std::uint64_t>(result->qemu_downtime_ms),
+      static_cast<std::uint64_t>(rep.downtime.count() / 1000));
+  Migration done = Unwrap(inv->FinishMigration(m.id, MigrationOutcome::kSucceeded, f));
+  if (!result->destination_vm.ram_path.empty()) {
+    Status s = inv->SetVmLaunch(vm.name, vm.launch_spec, result->destination_vm.ram_path);
+    if (!s.ok()) std::fprintf(stderr, "escdr: warning: %s\n", s.message().c_str());
+  }
+  if (global.json) {
+    json doc = result->ToJson();
+    doc["migration_id"] = done.id;
+    doc["vm"] = done.vm;
+    doc["source"] = done.source;
+    doc["destination"] = done.destination;
+    doc["total_ms"] = f.total_ms;
+    doc["downtime_ms"] = f.downtime_ms;
+    std::fputs(doc.dump(2).c_str(), stdout);
+    std::fputc('\n', stdout);
+  } else {
+    PrintSummary(done, *result, req.escdr);
+  }
+}
+
+void RegisterMigrateCommand(CLI::App& app, GlobalOptions& global) {
+  auto a = std::make_shared<MigrateArgs>();
+  CLI::App* cmd = app.add_subcommand(
+      "migrate", "Live-migrate a VM; pages a donor at the destination holds are not sent");
+  cmd->add_option("VM", a->vm, "The VM to migrate")->required();
+  cmd->add_option("--to", a->to, "Destination host (default: the placement module's choice)");
+  cmd->add_option("--donor", a->donor, "Donor VM on the destination (default: the inventory's)");
+  cmd->add_flag("--no-escdr", a->no_escdr,
+                "Elide nothing: the same path as a plain migration, for comparison");
+  cmd->add_flag("--keep-paused", a->keep_paused, "Leave the VM paused at the destination");
+  cmd->add_flag("--keep-source", a->keep_source,
+                "Keep the finished source QEMU (postmigrate) and its RAM file, e.g. to compare");
+  cmd->add_option("--max-bandwidth", a->max_bandwidth,
+                  "QEMU's migration bandwidth limit, bytes/s or with K, M, G (default 128M)");
+  cmd->add_option("--destination-address", a->destination_address,
+                  "Reach the destination agent at host:port instead of its inventory address "
+                  "(a tunnel or relay)");
+  cmd->add_option("--timeout", a->timeout_s, "Give up after this many seconds (default 900)");
+  cmd->callback([&global, a] { RunMigrate(global, *a); });
+}
+
+}  // namespace
+
+ESCDR_REGISTER_COMMAND(RegisterMigrateCommand);
+
+}  // namespace escdr::cli
