@@ -47,9 +47,11 @@ Status Unexpected(FrameType type, State state) {
 }
 
 constexpr milliseconds kBestEffortWrite{1000};
-// Ready output is collected up to this size before it is written to QEMU;
-// Data payloads at least this big are written straight from the frame.
+// Ready output is collected up to this size before it is written to QEMU.
 constexpr std::size_t kStageBytes = 256 * 1024;
+// Data payloads at least this big are written straight from the frame
+// buffer, without a copy into the stage.
+constexpr std::size_t kDirectWriteBytes = 16 * 1024;
 constexpr std::size_t kReturnPathChunk = 64 * 1024;
 
 }  // namespace
@@ -126,8 +128,10 @@ class DestinationSession::Impl {
   std::unique_ptr<wire::Connection> qemu_;
   bool cancelled_ = false;
 
-  // Output (Run's thread).
-  std::vector<std::uint8_t> stage_;
+  // Output (Run's thread). The stage is raw memory: page slots are filled by
+  // the donor copy, so zero-filling them first would only cost time.
+  std::unique_ptr<std::uint8_t[]> stage_{new std::uint8_t[kStageBytes]};
+  std::size_t stage_size_ = 0;
   std::deque<Held> held_;
   std::size_t held_bytes_ = 0;
   std::map<std::uint64_t, Held*> pending_;  // outstanding fallbacks by seq
@@ -483,9 +487,9 @@ Status DestinationSession::Impl::WriteQemu(std::span<const std::uint8_t> bytes) 
 }
 
 Status DestinationSession::Impl::FlushStage() {
-  if (stage_.empty()) return Status::OK();
-  Status s = WriteQemu(stage_);
-  stage_.clear();
+  if (stage_size_ == 0) return Status::OK();
+  Status s = WriteQemu(std::span<const std::uint8_t>(stage_.get(), stage_size_));
+  stage_size_ = 0;
   return s;
 }
 
@@ -501,12 +505,14 @@ Status DestinationSession::Impl::HoldBytes(std::size_t n) {
 
 Status DestinationSession::Impl::Emit(std::span<const std::uint8_t> bytes) {
   if (!holding()) {
-    if (bytes.size() >= kStageBytes) {
+    if (bytes.size() >= kDirectWriteBytes) {
       ESCDR_RETURN_IF_ERROR(FlushStage());
       return WriteQemu(bytes);
     }
-    stage_.insert(stage_.end(), bytes.begin(), bytes.end());
-    return stage_.size() >= kStageBytes ? FlushStage() : Status::OK();
+    if (stage_size_ + bytes.size() > kStageBytes) ESCDR_RETURN_IF_ERROR(FlushStage());
+    std::memcpy(stage_.get() + stage_size_, bytes.data(), bytes.size());
+    stage_size_ += bytes.size();
+    return Status::OK();
   }
   ESCDR_RETURN_IF_ERROR(HoldBytes(bytes.size()));
   if (held_.back().pending) held_.emplace_back();
@@ -516,9 +522,9 @@ Status DestinationSession::Impl::Emit(std::span<const std::uint8_t> bytes) {
 
 Result<std::uint8_t*> DestinationSession::Impl::PageSlot() {
   if (!holding()) {
-    if (stage_.size() + kPageSize > kStageBytes) ESCDR_RETURN_IF_ERROR(FlushStage());
-    stage_.resize(stage_.size() + kPageSize);
-    return stage_.data() + stage_.size() - kPageSize;
+    if (stage_size_ + kPageSize > kStageBytes) ESCDR_RETURN_IF_ERROR(FlushStage());
+    stage_size_ += kPageSize;
+    return stage_.get() + stage_size_ - kPageSize;
   }
   ESCDR_RETURN_IF_ERROR(HoldBytes(kPageSize));
   if (held_.back().pending) held_.emplace_back();
@@ -529,7 +535,7 @@ Result<std::uint8_t*> DestinationSession::Impl::PageSlot() {
 
 void DestinationSession::Impl::CancelPageSlot() {
   if (!holding()) {
-    stage_.resize(stage_.size() - kPageSize);
+    stage_size_ -= kPageSize;
     return;
   }
   held_bytes_ -= kPageSize;

@@ -16,6 +16,7 @@
 #include "escdr/wire/coding.h"
 #include "escdr/wire/frame_io.h"
 #include "escdr/wire/messages.h"
+#include "migrate/page_ring.h"
 #include "migrate/session_util.h"
 
 namespace escdr {
@@ -121,7 +122,8 @@ class SourceSession::Impl final : public StreamVisitor {
   std::thread back_;
 
   // Forward path (Run's thread).
-  wire::FrameBuffer out_;
+  wire::FrameBuffer out_;  // may reference chunk_ until FlushOut()
+  std::span<const std::uint8_t> chunk_;  // the bytes being parsed
   std::uint32_t refs_in_frame_ = 0;
   std::vector<int> block_handles_;  // stream block -> StaticContent block handle
   MigrationReport report_;
@@ -129,7 +131,7 @@ class SourceSession::Impl final : public StreamVisitor {
 
   // The window of unacknowledged references (§6): slot seq % window_pages.
   std::mutex window_mu_;
-  std::unique_ptr<std::uint8_t[]> window_;
+  migrate_internal::PageRing window_;
   std::uint64_t next_seq_ = 0;  // guarded by window_mu_
   std::uint64_t acked_ = 0;     // guarded by window_mu_
 
@@ -196,6 +198,10 @@ Status SourceSession::Impl::HandshakeSteps(bool* from_peer) {
              availability_.available_count() > 0;
   report_.catalog_entries = prepare.catalog_entries;
   report_.available_entries = availability_.available_count();
+  if (eliding_) {
+    // Set up now, before QEMU starts sending (see page_ring.h).
+    ESCDR_ASSIGN_OR_RETURN(window_, migrate_internal::PageRing::Create(options_.window_pages));
+  }
   return Status::OK();
 }
 
@@ -238,7 +244,6 @@ Result<MigrationReport> SourceSession::Impl::Run(std::unique_ptr<wire::Connectio
     if (cancelled_) qemu_->Shutdown();
   }
   if (failure_.failed()) return Err(failure_.status());
-  if (eliding_) window_.reset(new std::uint8_t[std::size_t{options_.window_pages} * kPageSize]);
   state_ = State::kStreaming;
   back_ = std::thread([this] { BackLoop(); });
   ForwardLoop();
@@ -290,7 +295,8 @@ void SourceSession::Impl::ForwardLoop() {
     }
     if (*got == 0) break;
     report_.stream_bytes += *got;
-    Status s = parser.Feed(std::span<const std::uint8_t>(buf.data(), *got));
+    chunk_ = std::span<const std::uint8_t>(buf.data(), *got);
+    Status s = parser.Feed(chunk_);
     if (!s.ok()) {
       Fail(s.WithContext("source QEMU stream"), true);
       return;
@@ -301,6 +307,7 @@ void SourceSession::Impl::ForwardLoop() {
       return;
     }
   }
+  chunk_ = {};
   Status s = parser.Finish();
   if (!s.ok()) {
     Fail(s.WithContext("the source QEMU closed its migration socket early"), true);
@@ -332,7 +339,9 @@ void SourceSession::Impl::CloseOpenFrame() {
   if (!out_.frame_open()) return;
   if (out_.open_type() == FrameType::kRefs) {
     // Patch the entry count into the Refs header (offset 8 of the payload).
-    wire::StoreFixed32(out_.mutable_open_payload().data() + 8, refs_in_frame_);
+    std::uint8_t count[4];
+    wire::StoreFixed32(count, refs_in_frame_);
+    out_.PatchPayload(8, count);
     refs_in_frame_ = 0;
   }
   out_.End(/*drop_if_empty=*/true);
@@ -351,7 +360,14 @@ Status SourceSession::Impl::OnBytes(std::span<const std::uint8_t> bytes) {
     if (out_.frame_open() && out_.open_type() != FrameType::kData) CloseOpenFrame();
     if (!out_.frame_open()) out_.Begin(FrameType::kData);
     std::size_t n = std::min(bytes.size(), options_.max_data_frame - out_.open_payload_size());
-    out_.AppendPayload(bytes.first(n));
+    // Bytes in our read buffer stay put until FlushOut() has written them:
+    // send them from there. Anything else (the parser's own buffer for a
+    // record that straddled two reads) is valid only during this call.
+    if (bytes.data() >= chunk_.data() && bytes.data() + n <= chunk_.data() + chunk_.size()) {
+      out_.AppendPayloadRef(bytes.first(n));
+    } else {
+      out_.AppendPayload(bytes.first(n));
+    }
     bytes = bytes.subspan(n);
     if (out_.open_payload_size() == options_.max_data_frame) out_.End();
   }
@@ -382,7 +398,7 @@ Status SourceSession::Impl::OnPage(std::uint32_t block, std::uint64_t offset,
       window_full = true;
     } else {
       seq = next_seq_++;
-      std::memcpy(window_.get() + (seq % options_.window_pages) * kPageSize, data, kPageSize);
+      std::memcpy(window_.slot(seq), data, kPageSize);
     }
   }
   if (window_full) {
@@ -403,9 +419,9 @@ Status SourceSession::Impl::OnPage(std::uint32_t block, std::uint64_t offset,
   // bytes back in the same place, so the stream stays byte-identical.
   wire::RefEntry entry{0, index};
   const std::uint64_t word = offset | wire::kPageContinueFlags;
+  std::uint8_t tail[8];
   if (out_.frame_open() && out_.open_type() == FrameType::kData &&
-      out_.open_payload_size() >= 8 &&
-      wire::LoadBigEndian64(out_.open_payload().last(8).data()) == word) {
+      out_.CopyPayloadTail(tail, sizeof(tail)) && wire::LoadBigEndian64(tail) == word) {
     out_.TrimPayload(8);
     entry.record_word = word;
   }
@@ -478,8 +494,7 @@ Status SourceSession::Impl::Step(const wire::FrameView& f, bool* from_peer) {
               "PageRequest for reference {} is outside the window [{}, {})", req.seq, acked_,
               next_seq_));
         }
-        payload = wire::EncodePageResponse(
-            req.seq, window_.get() + (req.seq % options_.window_pages) * kPageSize);
+        payload = wire::EncodePageResponse(req.seq, window_.slot(req.seq));
       }
       return writer_.WriteFrame(FrameType::kPageResponse, payload)
           .WithContext("cannot send a page to the destination");

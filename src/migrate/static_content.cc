@@ -5,6 +5,15 @@
 #include <fmt/format.h>
 
 namespace escdr {
+namespace {
+
+// Page hashes are XXH3 output, uniformly distributed already; folding both
+// words keeps crafted low words from piling up in one slot.
+std::size_t SlotOf(const PageHash& h) {
+  return static_cast<std::size_t>(h.lo ^ (h.hi * 0x9E3779B97F4A7C15ull));
+}
+
+}  // namespace
 
 Result<std::unique_ptr<StaticContentTable>> StaticContentTable::Create(
     VmKind kind, std::uint64_t checksum, std::vector<PageHash> hashes,
@@ -19,8 +28,15 @@ Result<std::unique_ptr<StaticContentTable>> StaticContentTable::Create(
   t->kind_ = std::move(kind);
   t->checksum_ = checksum;
   t->hashes_ = std::move(hashes);
-  t->index_.reserve(t->hashes_.size());
-  for (std::uint32_t i = 0; i < t->hashes_.size(); ++i) t->index_.emplace(t->hashes_[i], i);
+  std::size_t capacity = 16;
+  while (capacity < 2 * t->hashes_.size()) capacity *= 2;
+  t->slots_.assign(capacity, kNoContent);
+  t->mask_ = capacity - 1;
+  for (std::uint32_t i = 0; i < t->hashes_.size(); ++i) {
+    std::size_t slot = SlotOf(t->hashes_[i]) & t->mask_;
+    while (t->slots_[slot] != kNoContent) slot = (slot + 1) & t->mask_;
+    t->slots_[slot] = i;
+  }
   for (const Position& p : positions) {
     if (p.offset % kPageSize != 0) {
       return Err(Status::InvalidArgument(fmt::format(
@@ -44,8 +60,10 @@ Result<std::unique_ptr<StaticContentTable>> StaticContentTable::Create(
 }
 
 std::uint32_t StaticContentTable::Find(const PageHash& hash) const {
-  auto it = index_.find(hash);
-  return it == index_.end() ? kNoContent : it->second;
+  for (std::size_t slot = SlotOf(hash) & mask_;; slot = (slot + 1) & mask_) {
+    const std::uint32_t index = slots_[slot];
+    if (index == kNoContent || hashes_[index] == hash) return index;
+  }
 }
 
 int StaticContentTable::FindBlock(std::string_view name) const {

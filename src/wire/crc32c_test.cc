@@ -38,6 +38,30 @@ TEST(Crc32cTest, ExtendEqualsWholeForEverySplit) {
   }
 }
 
+// Inputs long enough for the three-stripe path (12 KiB blocks) and every
+// tail length agree with a bytewise reference computed from the definition.
+TEST(Crc32cTest, LongInputsMatchTheBitwiseDefinition) {
+  auto reference = [](const std::vector<std::uint8_t>& d, std::size_t n) {
+    std::uint32_t c = 0xffffffffu;
+    for (std::size_t i = 0; i < n; ++i) {
+      c ^= d[i];
+      for (int k = 0; k < 8; ++k) c = (c & 1) ? (c >> 1) ^ 0x82F63B78u : c >> 1;
+    }
+    return ~c;
+  };
+  std::vector<std::uint8_t> data(3 * 12288 + 77);
+  std::uint32_t x = 12345;
+  for (auto& b : data) b = static_cast<std::uint8_t>((x = x * 1103515245u + 12345u) >> 16);
+  for (std::size_t n : {std::size_t{12287}, std::size_t{12288}, std::size_t{12289},
+                        std::size_t{24576 + 13}, data.size()}) {
+    EXPECT_EQ(Crc32cExtend(0, data.data(), n), reference(data, n)) << n;
+  }
+  // Split across the stripe boundaries too.
+  std::uint32_t part = Crc32cExtend(0, data.data(), 5000);
+  EXPECT_EQ(Crc32cExtend(part, data.data() + 5000, data.size() - 5000),
+            reference(data, data.size()));
+}
+
 TEST(Crc32cTest, DetectsSingleBitFlips) {
   std::vector<std::uint8_t> data(4096, 0x5a);
   const std::uint32_t good = Crc32c(data);

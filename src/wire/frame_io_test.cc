@@ -113,6 +113,39 @@ TEST_F(FrameIoTest, IncrementalPayloadAndTrim) {
             (std::vector<std::uint8_t>{1, 2, 3, 4}));
 }
 
+TEST_F(FrameIoTest, PayloadByReferenceTrimAndPatchRoundTrip) {
+  std::vector<std::uint8_t> ext(100);
+  for (std::size_t i = 0; i < ext.size(); ++i) ext[i] = static_cast<std::uint8_t>(i);
+  FrameBuffer b;
+  b.Begin(FrameType::kData);
+  b.AppendPayload(std::vector<std::uint8_t>{0xaa, 0xbb, 0xcc, 0xdd});
+  b.AppendPayloadRef(std::span(ext).first(50));
+  b.AppendPayloadRef(std::span(ext).subspan(50));  // adjacent: one piece
+  std::uint8_t tail[3];
+  ASSERT_TRUE(b.CopyPayloadTail(tail, 3));
+  EXPECT_EQ(tail[0], 97);
+  EXPECT_EQ(tail[2], 99);
+  b.TrimPayload(10);  // 90 referenced bytes left
+  b.PatchPayload(1, std::vector<std::uint8_t>{0x11, 0x22});
+  b.End();
+  b.Begin(FrameType::kData);
+  b.AppendPayload(std::vector<std::uint8_t>{1});
+  b.AppendPayloadRef(std::span(ext).first(5));
+  b.TrimPayload(5);  // trims the reference away
+  b.End();
+  EXPECT_EQ(b.size(), 2 * kFrameHeaderSize + 94 + 1);
+  FrameWriter w(writer_end_.get(), kIdle);
+  ASSERT_TRUE(w.Write(b).ok());
+  auto f = reader_->Next(kIdle, "Test");
+  ASSERT_TRUE(f.has_value()) << f.error().message();
+  std::vector<std::uint8_t> want = {0xaa, 0x11, 0x22, 0xdd};
+  want.insert(want.end(), ext.begin(), ext.begin() + 90);
+  EXPECT_EQ(std::vector<std::uint8_t>(f->payload.begin(), f->payload.end()), want);
+  f = reader_->Next(kIdle, "Test");
+  ASSERT_TRUE(f.has_value()) << f.error().message();
+  EXPECT_EQ(f->payload.size(), 1u);
+}
+
 TEST_F(FrameIoTest, LengthAboveLimitIsRejected) {
   // Only the header is sent: the reader must refuse before waiting for (or
   // allocating) the claimed payload.

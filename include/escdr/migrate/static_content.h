@@ -91,7 +91,10 @@ class StaticContentTable final : public StaticContent {
   VmKind kind_;
   std::uint64_t checksum_ = 0;
   std::vector<PageHash> hashes_;
-  std::unordered_map<PageHash, std::uint32_t, PageHashHasher> index_;
+  // Open addressing (linear probing, at most half full): content indexes,
+  // kNoContent for an empty slot. One or two cache lines per lookup.
+  std::vector<std::uint32_t> slots_;
+  std::size_t mask_ = 0;
   std::vector<std::string> block_names_;
   std::vector<std::unordered_map<std::uint64_t, std::uint32_t>> positions_;  // per block
 };

@@ -1,9 +1,9 @@
 // Frame I/O: building frames into a buffer, writing them, reading them.
 //
-// FrameBuffer assembles any number of frames in one contiguous buffer so that
-// a burst (Data, Refs, Data, ...) goes out in one write; a frame's payload can
-// be appended piece by piece and its header (length, CRC32C) is filled in when
-// the frame is closed. FrameWriter serializes whole buffers onto a Connection
+// FrameBuffer assembles any number of frames so that a burst (Data, Refs,
+// Data, ...) goes out in one gather write; a frame's payload is appended piece
+// by piece, by copy or by reference, and its header (length, CRC32C) is filled
+// in when the frame is closed. FrameWriter serializes whole buffers onto a Connection
 // from several threads and counts the bytes. FrameReader reads frames from a
 // Connection through its own buffer and checks each one, in this order,
 // before handing it out (docs/wire-protocol.md §2): type not 0, type known or
@@ -39,38 +39,65 @@ class FrameBuffer {
   // REQUIRES: no frame open; payload.size() <= MaxPayloadLength(type).
   void Append(FrameType type, std::span<const std::uint8_t> payload);
 
-  // Opens a frame whose payload is appended with AppendPayload/ExtendPayload.
+  // Opens a frame whose payload is appended piece by piece.
   // REQUIRES: no frame open.
   void Begin(FrameType type);
+  // Appends a copy of `bytes` to the open frame's payload.
   void AppendPayload(std::span<const std::uint8_t> bytes);
+  // Appends `bytes` by reference, without copying (the forwarding path's
+  // zero-copy case). REQUIRES: the bytes stay valid and unchanged until the
+  // buffer has been written and Clear()ed.
+  void AppendPayloadRef(std::span<const std::uint8_t> bytes);
   // Appends `n` bytes to the open frame's payload and returns where they are,
   // for the caller to fill (valid until the buffer changes again).
   std::uint8_t* ExtendPayload(std::size_t n);
   // Drops the last `n` payload bytes of the open frame.
   // REQUIRES: n <= open_payload_size().
   void TrimPayload(std::size_t n);
-  // Fills in the open frame's header. An open frame with an empty payload is
-  // dropped instead when `drop_if_empty`.
+  // Copies the last `n` payload bytes of the open frame to `out`; false (and
+  // nothing copied) if the payload is shorter.
+  bool CopyPayloadTail(std::uint8_t* out, std::size_t n) const;
+  // Overwrites payload bytes [offset, offset + bytes.size()) of the open
+  // frame, for fields known only later (a count). REQUIRES: that range was
+  // appended by copy (AppendPayload / ExtendPayload), in one piece.
+  void PatchPayload(std::size_t offset, std::span<const std::uint8_t> bytes);
+  // Fills in the open frame's header (length, CRC32C). An open frame with an
+  // empty payload is dropped instead when `drop_if_empty`.
   void End(bool drop_if_empty = false);
 
-  bool frame_open() const { return open_ != kNone; }
+  bool frame_open() const { return open_header_ != kNone; }
   FrameType open_type() const { return open_type_; }
-  std::size_t open_payload_size() const;
-  // The payload of the open frame so far; the mutable form lets the caller
-  // patch fields it could not know when it began the frame (a count).
-  std::span<const std::uint8_t> open_payload() const;
-  std::span<std::uint8_t> mutable_open_payload();
+  std::size_t open_payload_size() const { return frame_open() ? open_payload_size_ : 0; }
 
-  // All closed frames. REQUIRES: no frame open.
+  // The closed frames as a sequence of byte ranges, for a gather write.
+  // REQUIRES: no frame open.
+  void Segments(std::vector<std::span<const std::uint8_t>>* out) const;
+  // All closed frames as one range. REQUIRES: no frame open and nothing
+  // appended by reference.
   std::span<const std::uint8_t> bytes() const;
-  std::size_t size() const { return buf_.size(); }
-  bool empty() const { return buf_.empty(); }
+  std::size_t size() const { return size_; }
+  bool empty() const { return size_ == 0; }
   void Clear();
 
  private:
   static constexpr std::size_t kNone = static_cast<std::size_t>(-1);
-  std::vector<std::uint8_t> buf_;
-  std::size_t open_ = kNone;  // offset of the open frame's header
+  // A range of the byte sequence: external memory, or owned_[offset, +length).
+  struct Piece {
+    const std::uint8_t* external = nullptr;
+    std::size_t offset = 0;
+    std::size_t length = 0;
+  };
+  const std::uint8_t* PieceData(const Piece& p) const {
+    return p.external != nullptr ? p.external : owned_.data() + p.offset;
+  }
+  std::uint8_t* AppendOwned(std::size_t n);
+
+  std::vector<std::uint8_t> owned_;
+  std::vector<Piece> pieces_;
+  std::size_t size_ = 0;
+  std::size_t open_header_ = kNone;  // offset in owned_ of the open frame's header
+  std::size_t open_first_piece_ = 0; // first payload piece of the open frame
+  std::size_t open_payload_size_ = 0;
   FrameType open_type_ = FrameType::kInvalid;
 };
 
@@ -148,10 +175,10 @@ class FrameReader {
   std::uint64_t unknown_optional_skipped() const { return unknown_skipped_; }
 
  private:
-  // Makes at least `n` bytes available from `begin_`; `what` describes what
-  // is being read for the messages.
+  // Makes at least `n` bytes available from `begin_`. `header` is the frame
+  // being read (null while reading a header), for the messages.
   Status Fill(std::size_t n, Deadline deadline, std::chrono::milliseconds idle_timeout,
-              std::string_view state, const char* what, std::uint16_t type);
+              std::string_view state, const FrameHeader* header);
 
   Connection* conn_;
   std::string peer_;
