@@ -1,8 +1,23 @@
 // SqlDb over SQLite: WAL journal, a busy timeout, BEGIN IMMEDIATE for writers,
-// and a cache of prepared statements (decisions run the same few queries).
+// a cache of prepared statements (decisions run the same few queries), and
+// WAL checkpoints kept off the callers' path.
+//
+// Why a checkpointer thread: SQLite's automatic checkpoint runs inside the
+// COMMIT that crosses the threshold, copying the WAL into the database and
+// fsyncing it; measured at scale that put 1% of PlaceVm calls at 20 ms
+// instead of 0.2 ms. Here a commit only wakes a thread (with its own
+// connection) that runs a PASSIVE checkpoint, which blocks neither readers
+// nor writers. If the WAL still grows past kInlineCheckpointPages (the
+// thread cannot keep up), the committing connection checkpoints itself, so
+// the WAL stays bounded. SQLite checkpoints and removes the WAL when the last
+// connection to the database closes.
 #include <sqlite3.h>
 
+#include <condition_variable>
+#include <memory>
+#include <mutex>
 #include <string>
+#include <thread>
 #include <unordered_map>
 
 #include "inventory/sql_db.h"
@@ -12,13 +27,92 @@ namespace {
 
 // How long a writer waits for another process's write transaction.
 constexpr int kBusyTimeoutMs = 30000;
+// WAL size (pages) that wakes the checkpointer: SQLite's default threshold.
+constexpr int kBackgroundCheckpointPages = 1000;
+// WAL size (pages) at which a commit checkpoints inline (64 MiB of 4 KiB pages).
+constexpr int kInlineCheckpointPages = 16384;
+
+// Runs PASSIVE checkpoints of one database file on its own thread.
+class Checkpointer {
+ public:
+  explicit Checkpointer(std::string path) : path_(std::move(path)) {
+    thread_ = std::thread([this] { Run(); });
+  }
+  ~Checkpointer() {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      stop_ = true;
+    }
+    cv_.notify_one();
+    thread_.join();
+  }
+  Checkpointer(const Checkpointer&) = delete;
+  Checkpointer& operator=(const Checkpointer&) = delete;
+
+  void Wake() {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      pending_ = true;
+    }
+    cv_.notify_one();
+  }
+
+ private:
+  void Run() {
+    sqlite3* db = nullptr;
+    for (;;) {
+      {
+        std::unique_lock<std::mutex> lock(mu_);
+        cv_.wait(lock, [this] { return stop_ || pending_; });
+        if (stop_) break;
+        pending_ = false;
+      }
+      if (!db) {
+        if (sqlite3_open_v2(path_.c_str(), &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX,
+                            nullptr) != SQLITE_OK) {
+          // Nothing to report to: the inline fallback still bounds the WAL.
+          sqlite3_close_v2(db);
+          db = nullptr;
+          continue;
+        }
+        sqlite3_busy_timeout(db, 1000);
+      }
+      sqlite3_wal_checkpoint_v2(db, nullptr, SQLITE_CHECKPOINT_PASSIVE, nullptr, nullptr);
+    }
+    sqlite3_close_v2(db);
+  }
+
+  const std::string path_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool stop_ = false;
+  bool pending_ = false;
+  std::thread thread_;
+};
+
+// The WAL hook of the main connection (replaces SQLite's autocheckpoint).
+int OnWalCommit(void* arg, sqlite3* db, const char* name, int pages) {
+  if (pages >= kInlineCheckpointPages) {
+    sqlite3_wal_checkpoint_v2(db, name, SQLITE_CHECKPOINT_PASSIVE, nullptr, nullptr);
+  } else if (pages >= kBackgroundCheckpointPages) {
+    static_cast<Checkpointer*>(arg)->Wake();
+  }
+  return SQLITE_OK;
+}
 
 class SqliteDb final : public SqlDb {
  public:
   SqliteDb(sqlite3* db, std::string url) : db_(db), url_(std::move(url)) {}
   ~SqliteDb() override {
     for (auto& [sql, stmt] : cache_) sqlite3_finalize(stmt);
+    checkpointer_.reset();  // its connection closes first, so ours is the last
     sqlite3_close_v2(db_);
+  }
+
+  // Moves checkpoints of file `path` to a background thread (WAL mode only).
+  void StartCheckpointer(const std::string& path) {
+    checkpointer_ = std::make_unique<Checkpointer>(path);
+    sqlite3_wal_hook(db_, &OnWalCommit, checkpointer_.get());
   }
   SqliteDb(const SqliteDb&) = delete;
   SqliteDb& operator=(const SqliteDb&) = delete;
@@ -141,6 +235,7 @@ class SqliteDb final : public SqlDb {
   sqlite3* db_;
   std::string url_;
   std::unordered_map<std::string, sqlite3_stmt*> cache_;
+  std::unique_ptr<Checkpointer> checkpointer_;
 };
 
 }  // namespace
@@ -157,14 +252,20 @@ Result<std::unique_ptr<SqlDb>> OpenSqlite(const std::string& path, const std::st
   sqlite3_extended_result_codes(raw, 1);
   sqlite3_busy_timeout(raw, kBusyTimeoutMs);
   auto db = std::make_unique<SqliteDb>(raw, url);
-  // journal_mode answers "memory" for in-memory databases, which is fine.
-  for (const char* pragma : {"PRAGMA journal_mode=WAL", "PRAGMA synchronous=NORMAL",
-                             "PRAGMA foreign_keys=ON"}) {
+  for (const char* pragma : {"PRAGMA synchronous=NORMAL", "PRAGMA foreign_keys=ON"}) {
     if (Status s = db->Exec(pragma); !s.ok()) {
       return Err(Status::Unavailable("cannot open database " + url + ": " +
                                      s.message().substr(url.size() + 2)));
     }
   }
+  // journal_mode answers "memory" for in-memory databases: no WAL, nothing
+  // to checkpoint.
+  auto mode = db->Query("PRAGMA journal_mode=WAL", {});
+  if (!mode.has_value()) {
+    return Err(Status::Unavailable("cannot open database " + url + ": " +
+                                   mode.error().message().substr(url.size() + 2)));
+  }
+  if (!mode->empty() && mode->Text(0, 0) == "wal") db->StartCheckpointer(path);
   return std::unique_ptr<SqlDb>(std::move(db));
 }
 
