@@ -286,8 +286,8 @@ TEST_F(SessionTest, CancelOnTheSourceAbortsBothSides) {
   o.on_source = [&](SourceSession* s) {
     canceller = std::thread([s] { s->Cancel("operator request"); });
   };
+  o.after_source_run = [&] { canceller.join(); };
   auto out = RunMigration(s_.stream, s_.content.get(), s_.donor.get(), o);
-  canceller.join();
   ASSERT_FALSE(out.source.has_value());
   EXPECT_EQ(out.source.error().code(), StatusCode::kAborted);
   ASSERT_FALSE(out.destination.has_value());

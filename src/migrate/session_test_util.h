@@ -290,8 +290,11 @@ struct RunOptions {
   std::function<std::unique_ptr<wire::Connection>(std::unique_ptr<wire::Connection>)> wrap_source_peer;
   // Called on the destination after Offer() and before Run() (e.g. to change donor pages).
   std::function<void()> after_offer;
-  // Called with the source session once Connect() succeeded (e.g. to cancel it later).
+  // Called with the source session once Connect() succeeded (e.g. to cancel
+  // it from another thread), and after its Run() returned, before it is
+  // destroyed (to join that thread).
   std::function<void(SourceSession*)> on_source;
+  std::function<void()> after_source_run;
 };
 
 inline RunOptions FastTimeouts(RunOptions r = {}) {
@@ -359,6 +362,7 @@ inline Outcome RunMigration(std::span<const std::uint8_t> stream, const StaticCo
     } else {
       if (o.on_source) o.on_source(session->get());
       out.source = (*session)->Run(std::move(src_qemu_end));
+      if (o.after_source_run) o.after_source_run();
     }
   }
   dest.join();
