@@ -6,6 +6,7 @@
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+#include <sqlite3.h>
 
 #include "catalog/cli_runner.h"
 #include "catalog/fake_memory_image.h"
@@ -232,12 +233,27 @@ TEST_F(CatalogCliTest, DamagedCatalogFilesAreRefused) {
 
 TEST_F(CatalogCliTest, DamagedStoredCatalogIsReportedNotUsed) {
   Learn();
-  // Damage the stored file behind the CLI's back.
-  const std::string stored = state_ + "/catalogs/debian+12+qemu+7.2.catalog";
-  ASSERT_TRUE(std::filesystem::exists(stored));
-  std::string bytes = catalog_test::Slurp(stored);
+  // Damage the stored catalog behind the CLI's back: flip one bit of the
+  // blob in the inventory (the default SQLite file in the state directory).
+  const std::string db_path = state_ + "/inventory.db";
+  ASSERT_TRUE(std::filesystem::exists(db_path));
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open(db_path.c_str(), &db), SQLITE_OK);
+  sqlite3_stmt* read = nullptr;
+  ASSERT_EQ(sqlite3_prepare_v2(db, "SELECT bytes FROM catalogs", -1, &read, nullptr), SQLITE_OK);
+  ASSERT_EQ(sqlite3_step(read), SQLITE_ROW);
+  std::string bytes(static_cast<const char*>(sqlite3_column_blob(read, 0)),
+                    static_cast<std::size_t>(sqlite3_column_bytes(read, 0)));
+  sqlite3_finalize(read);
+  ASSERT_GT(bytes.size(), 100u);
   bytes[100] ^= 1;
-  std::ofstream(stored, std::ios::binary | std::ios::trunc) << bytes;
+  sqlite3_stmt* write = nullptr;
+  ASSERT_EQ(sqlite3_prepare_v2(db, "UPDATE catalogs SET bytes = ?", -1, &write, nullptr),
+            SQLITE_OK);
+  sqlite3_bind_blob(write, 1, bytes.data(), static_cast<int>(bytes.size()), SQLITE_TRANSIENT);
+  ASSERT_EQ(sqlite3_step(write), SQLITE_DONE);
+  sqlite3_finalize(write);
+  sqlite3_close(db);
 
   ExpectOneLineError(Run(Args({"catalog", "match"}, Args(kKeyFlags, {Ram(3)}))), "checksum mismatch");
   ExpectOneLineError(Run(Args({"catalog", "export"}, Args(kKeyFlags, {dir_.File("x")}))),

@@ -18,19 +18,24 @@
 #include "escdr/catalog/catalog_store.h"
 #include "escdr/catalog/directory_catalog_store.h"
 #include "escdr/image/memory_image.h"
+#include "escdr/inventory/inventory.h"
 
 namespace escdr::cli {
 namespace {
 
 using nlohmann::json;
 
-// Where catalogs live. The one place that picks the store: when the
-// inventory holds catalogs, this returns the inventory's CatalogStore.
+// Where catalogs live: the inventory (--db, default <state-dir>/inventory.db),
+// so that every agent sharing the inventory uses the same catalogs. Files
+// move in and out with `catalog export` / `catalog import`.
 Result<std::unique_ptr<CatalogStore>> OpenCatalogStore(const GlobalOptions& global) {
-  ESCDR_ASSIGN_OR_RETURN(const std::string state_dir, global.StateDir());
-  ESCDR_ASSIGN_OR_RETURN(std::unique_ptr<DirectoryCatalogStore> store,
-                         DirectoryCatalogStore::Open(state_dir + "/catalogs"));
-  return std::unique_ptr<CatalogStore>(std::move(store));
+  std::string url = global.db;
+  if (url.empty()) {
+    ESCDR_ASSIGN_OR_RETURN(const std::string state_dir, global.StateDir());
+    url = ResolveInventoryUrl("", state_dir);
+  }
+  ESCDR_ASSIGN_OR_RETURN(std::unique_ptr<Inventory> inventory, OpenInventory(url));
+  return std::unique_ptr<CatalogStore>(std::move(inventory));
 }
 
 // The four key flags, shared by most subcommands.
