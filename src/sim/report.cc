@@ -121,8 +121,8 @@ std::string CdfPlot(const std::string& dir, const std::string& stem, const std::
   return fmt::format(
       "set output '{}.svg'\nset title '{}'\nset xlabel '{}'\nset ylabel 'share of migrations'\n"
       "set yrange [0:1]\nset xrange [0:*]\nset key bottom right\nset grid\n"
-      "set format y '%.0f%%'\nset ytics ('0%' 0, '25%' 0.25, '50%' 0.5, '75%' 0.75, '100%' 1)\n"
-      "plot {}\nunset ytics\nset ytics\nset format y '%g'\nunset xrange\nunset yrange\n\n",
+      "set ytics ('0%%' 0, '25%%' 0.25, '50%%' 0.5, '75%%' 0.75, '100%%' 1)\n"
+      "plot {}\nset ytics autofreq\nunset xrange\nunset yrange\n\n",
       stem, title, xlabel, plots);
 }
 
@@ -350,22 +350,24 @@ Result<std::vector<std::string>> WriteReport(const std::string& dir, const Scena
       "set terminal svg size 900,520 dynamic enhanced font 'sans,13' background rgb 'white'\n"
       "set encoding utf8\n\n";
   {
-    // Bytes per tier, one cluster per run.
-    std::string data = "run host rack core\n";
+    // Bytes per tier, one cluster per run, in the unit that suits the largest.
     double max_bytes = 0;
     for (const RunSummary& s : summaries) {
-      data += fmt::format("\"{}\" {:.6f} {:.6f} {:.6f}\n", Label(s),
-                          s.tier_bytes[kHostTier] / 1099511627776.0,
-                          s.tier_bytes[kRackTier] / 1099511627776.0,
-                          s.tier_bytes[kCoreTier] / 1099511627776.0);
       max_bytes = std::max(max_bytes, static_cast<double>(s.tier_bytes[kHostTier]));
+    }
+    const bool tib = max_bytes >= 1099511627776.0;
+    const double unit = tib ? 1099511627776.0 : 1073741824.0;
+    std::string data = "# run host rack core\n";
+    for (const RunSummary& s : summaries) {
+      data += fmt::format("\"{}\" {:.6f} {:.6f} {:.6f}\n", Label(s), s.tier_bytes[kHostTier] / unit,
+                          s.tier_bytes[kRackTier] / unit, s.tier_bytes[kCoreTier] / unit);
     }
     plot_error = WriteFile(dir + "/data/bytes_by_tier.dat", data);
     files.push_back(dir + "/bytes_by_tier.svg");
     script += fmt::format(
         "set output 'bytes_by_tier.svg'\n"
         "set title 'Network bytes of all migrations, by link tier crossed'\n"
-        "set ylabel 'TiB'\nset style data histograms\n"
+        "set ylabel '{}'\nset style data histograms\n"
         "set style histogram clustered gap 1\nset style fill solid 0.85 border -1\n"
         "set boxwidth 0.9\nset xtics rotate by -25 nomirror\nset key top right\n"
         "set grid ytics\nset yrange [0:*]\n"
@@ -373,7 +375,8 @@ Result<std::vector<std::string>> WriteReport(const std::string& dir, const Scena
         "     '' using 3 title 'rack uplinks' lc rgb '#3182bd', \\\n"
         "     '' using 4 title 'core' lc rgb '#08306b'\n"
         "unset style\nset style data lines\nunset xtics\nset xtics\nunset boxwidth\n"
-        "unset yrange\nset style fill empty\n\n");
+        "unset yrange\nset style fill empty\n\n",
+        tib ? "TiB" : "GiB");
   }
   {
     std::string data = "policy donor_share\n";
