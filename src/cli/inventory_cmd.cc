@@ -225,6 +225,7 @@ struct PolicyFlags {
     PlacementOptions o;
     ESCDR_ASSIGN_OR_RETURN(o.policy, ParsePlacementPolicy(policy));
     o.seed = seed;
+    o.explain = explain;
     return o;
   }
 };

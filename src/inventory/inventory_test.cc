@@ -331,6 +331,16 @@ TEST_P(InventoryTest, PlaceVmAvoidsHostsRunningTheKindEvenIfLessLoaded) {
   ASSERT_TRUE(plan.has_value()) << plan.error().ToString();
   ASSERT_TRUE(plan->decision.chosen.has_value());
   EXPECT_EQ(plan->candidates[*plan->decision.chosen].name, "busy");
+  EXPECT_EQ(plan->candidates.size(), 1u) << "hosts running the kind cannot win: not read";
+  PlacementOptions explain;
+  explain.explain = true;
+  auto explained = inv_->PlanPlacement(kDebian, {1024, 1}, explain);
+  ASSERT_TRUE(explained.has_value());
+  EXPECT_EQ(explained->candidates[*explained->decision.chosen].name, "busy");
+  ASSERT_EQ(explained->decision.ranking.size(), 2u);
+  EXPECT_EQ(explained->decision.ranking[1].host, "idle");
+  EXPECT_EQ(explained->decision.ranking[1].reason,
+            "runs 1 VM of this kind; busy runs no VM of this kind");
   // Nothing was written by planning.
   EXPECT_EQ(MustGetHost("busy").memory_used_mib, 8192u);
 }

@@ -920,9 +920,9 @@ class SqlInventory final : public Inventory {
                              "v.host_id = h.id) ORDER BY h.load_factor, h.name LIMIT $4",
                          {kind_id, mem, cpu, k}));
         add_rows(free, false);
-        // Only when every host with room runs the kind: those running the
-        // fewest VMs of it (reads that kind's VMs from the index only).
-        if (free.empty() && kind_id != 0) {
+        // Only when every host with room runs the kind (or to explain):
+        // those running the fewest VMs of it (the kind's index entries only).
+        if ((free.empty() || options.explain) && kind_id != 0) {
           ESCDR_ASSIGN_OR_RETURN(
               auto same, Q("SELECT " + kHostCols + ", c.n FROM (SELECT host_id, count(*) AS n "
                            "FROM vms WHERE kind_id = $1 GROUP BY host_id) c JOIN hosts h ON "

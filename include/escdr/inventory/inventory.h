@@ -53,6 +53,10 @@ struct PlacementOptions {
   // How many hosts of each preselected group (hosts without the kind, hosts
   // with it) are ranked; more gives longer explanations, not better choices.
   std::size_t candidates_per_group = 16;
+  // Also rank hosts that already run the kind when some host without it has
+  // room (they cannot win then, so by default they are not read): for
+  // explanations. Costs one more query over the kind's VMs.
+  bool explain = false;
 };
 
 // A placement decision and what it was made over.
