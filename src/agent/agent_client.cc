@@ -167,7 +167,8 @@ json MigrateOutRequest::ToJson() const {
           {"keep_paused", keep_paused},
           {"keep_source", keep_source},
           {"max_bandwidth", max_bandwidth},
-          {"timeout_s", timeout.count()}};
+          {"timeout_s", timeout.count()},
+          {"window_pages", window_pages}};
 }
 
 Result<MigrateOutRequest> MigrateOutRequest::FromJson(const json& j) {
@@ -180,6 +181,11 @@ Result<MigrateOutRequest> MigrateOutRequest::FromJson(const json& j) {
   ESCDR_ASSIGN_OR_RETURN(r.keep_source, JsonBool(j, "keep_source"));
   ESCDR_ASSIGN_OR_RETURN(r.max_bandwidth, JsonU64(j, "max_bandwidth"));
   ESCDR_ASSIGN_OR_RETURN(std::uint64_t t, JsonU64(j, "timeout_s", 900));
+  ESCDR_ASSIGN_OR_RETURN(std::uint64_t window, JsonU64(j, "window_pages"));
+  if (window > (1u << 20)) {
+    return Err(Status::InvalidArgument(fmt::format("window_pages {} exceeds 1048576", window)));
+  }
+  r.window_pages = static_cast<std::uint32_t>(window);
   if (r.migration_id <= 0) {
     return Err(Status::InvalidArgument("migrate_out needs the inventory's migration_id"));
   }
@@ -194,6 +200,8 @@ json MigrateOutResult::ToJson() const {
   return {{"report", MigrationReportToJson(report)},
           {"qemu_total_time_ms", qemu_total_time_ms},
           {"qemu_downtime_ms", qemu_downtime_ms},
+          {"qemu_downtime_bytes", qemu_downtime_bytes},
+          {"qemu_rounds", qemu_rounds},
           {"destination_host", destination_host},
           {"donor", donor},
           {"note", note},
@@ -208,6 +216,8 @@ MigrateOutResult MigrateOutResult::FromJson(const json& j) {
   }
   r.qemu_total_time_ms = static_cast<std::int64_t>(U64Or(j, "qemu_total_time_ms"));
   r.qemu_downtime_ms = static_cast<std::int64_t>(U64Or(j, "qemu_downtime_ms"));
+  r.qemu_downtime_bytes = U64Or(j, "qemu_downtime_bytes");
+  r.qemu_rounds = U64Or(j, "qemu_rounds");
   r.destination_host = StringOr(j, "destination_host");
   r.donor = StringOr(j, "donor");
   r.note = StringOr(j, "note");

@@ -361,6 +361,10 @@ TEST_F(MigrateTest, MigratesToDonorHostByteExactAndResumes) {
   EXPECT_LT(rep.wire_bytes_sent, rep.stream_bytes);
   RecordProperty("stream_bytes", std::to_string(rep.stream_bytes));
   RecordProperty("wire_bytes_sent", std::to_string(rep.wire_bytes_sent));
+  std::printf("  escdr: %s; QEMU downtime %lld ms, %llu bytes while stopped, %llu rounds\n",
+              rep.Summary().c_str(), static_cast<long long>(U64Or(out, "qemu_downtime_ms")),
+              static_cast<unsigned long long>(U64Or(out, "qemu_downtime_bytes")),
+              static_cast<unsigned long long>(U64Or(out, "qemu_rounds")));
 
   // The kept source (postmigrate) and the paused destination hold the same RAM.
   std::string src_ram;
@@ -406,6 +410,7 @@ TEST_F(MigrateTest, NoEscdrSendsEveryPage) {
   EXPECT_EQ(rep.pages_from_donor, 0u);
   EXPECT_GE(rep.wire_bytes_sent, rep.stream_bytes);
   RecordProperty("no_escdr_wire_bytes_sent", std::to_string(rep.wire_bytes_sent));
+  std::printf("  --no-escdr: %s\n", rep.Summary().c_str());
   auto inv = cluster_->OpenInventory().value();
   EXPECT_EQ(inv->GetVm(kVm).value().host, dst);
   auto now = cluster_->FindVm(dst, kVm);

@@ -225,6 +225,8 @@ Result<MigrateOutResult> OutgoingMigration::Execute() {
   if (result.report.downtime_measured) result.report.downtime += commit_time;
   result.qemu_total_time_ms = info->total_time_ms;
   result.qemu_downtime_ms = info->downtime_ms;
+  result.qemu_downtime_bytes = info->ram_downtime_bytes;
+  result.qemu_rounds = info->ram_dirty_sync_count;
   result.destination_host = dest_host_;
   result.donor = donor_;
   result.note = note_;
@@ -337,6 +339,7 @@ Status OutgoingMigration::Prepare() {
   params.kind = vm_.kind;
   params.migration_id = static_cast<std::uint64_t>(req_.migration_id);
   SourceOptions options;
+  if (req_.window_pages > 0) options.window_pages = req_.window_pages;
   if (!req_.escdr || content_ == nullptr) options.window_pages = 0;
   std::shared_ptr<wire::Connection> peer;
   {

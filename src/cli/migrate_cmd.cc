@@ -73,6 +73,7 @@ struct MigrateArgs {
   bool keep_paused = false;
   bool keep_source = false;
   int timeout_s = 900;
+  std::uint32_t window_pages = 0;
 };
 
 std::string Pct(double part, double whole) {
@@ -136,6 +137,9 @@ void PrintSummary(const Migration& m, const agent::MigrateOutResult& r, bool esc
   t.AddRow({"pages from the donor", std::to_string(rep.pages_from_donor), ""});
   t.AddRow({"fallbacks (donor page changed)", std::to_string(rep.fallbacks), ""});
   t.AddRow({"window-full pages sent whole", std::to_string(rep.pages_window_full), ""});
+  t.AddRow({"pre-copy rounds (QEMU)", std::to_string(r.qemu_rounds), ""});
+  t.AddRow({"RAM sent while stopped (QEMU)", HumanBytes(static_cast<double>(r.qemu_downtime_bytes)),
+            ""});
   t.AddRow({"total time", fmt::format("{:.2f} s", r.elapsed_s), ""});
   t.AddRow({"downtime (QEMU: stop to completion)", fmt::format("{} ms", r.qemu_downtime_ms), ""});
   if (rep.downtime_measured) {
@@ -186,6 +190,7 @@ void RunMigrate(const GlobalOptions& global, const MigrateArgs& a) {
     req.max_bandwidth = *rate;
   }
   req.timeout = std::chrono::seconds(a.timeout_s);
+  req.window_pages = a.window_pages;
 
   // Ctrl-C cancels the migration cleanly instead of killing the CLI midway.
   struct sigaction sa {};
@@ -272,6 +277,9 @@ void RegisterMigrateCommand(CLI::App& app, GlobalOptions& global) {
                   "Reach the destination agent at host:port instead of its inventory address "
                   "(a tunnel or relay)");
   cmd->add_option("--timeout", a->timeout_s, "Give up after this many seconds (default 900)");
+  cmd->add_option("--window", a->window_pages,
+                  "Elided pages in flight before the destination acknowledges them "
+                  "(bounds how far the destination falls behind; default: the agent's)");
   cmd->callback([&global, a] { RunMigrate(global, *a); });
 }
 

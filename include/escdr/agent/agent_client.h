@@ -92,6 +92,11 @@ struct MigrateOutRequest {
   // (128 MiB/s). The completion phase ignores it (QEMU's rule).
   std::uint64_t max_bandwidth = 0;
   std::chrono::seconds timeout{900};  // the whole migration
+  // Elided pages the source may have in flight before the destination has
+  // acknowledged them (SourceOptions::window_pages); 0 = the agent's default.
+  // It also bounds how far the destination QEMU can fall behind the source
+  // (each reference expands to a 4 KiB page there), hence the downtime.
+  std::uint32_t window_pages = 0;
 
   nlohmann::json ToJson() const;
   static Result<MigrateOutRequest> FromJson(const nlohmann::json& j);
@@ -101,6 +106,8 @@ struct MigrateOutResult {
   MigrationReport report;               // the source session's figures
   std::int64_t qemu_total_time_ms = 0;  // the source QEMU's query-migrate "total-time"
   std::int64_t qemu_downtime_ms = 0;    // ... and "downtime" (VM stopped to completion)
+  std::uint64_t qemu_downtime_bytes = 0;  // ... "ram.downtime-bytes": RAM sent while stopped
+  std::uint64_t qemu_rounds = 0;          // ... "ram.dirty-sync-count": pre-copy rounds
   std::string destination_host;
   std::string donor;                    // the donor the destination used; "" if none
   std::string note;                     // why nothing was saved, if so
