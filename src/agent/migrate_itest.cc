@@ -420,6 +420,24 @@ TEST_F(MigrateTest, NoEscdrSendsEveryPage) {
   EXPECT_FALSE(cluster_->FindVm(src, kVm).has_value());
 }
 
+TEST_F(MigrateTest, SummaryForPeopleNamesEveryFigure) {
+  const std::string src = HostOf(kVm);
+  const std::string dst = OtherDonorHost(src);
+  CliResult r = cluster_->Cli({"migrate", kVm, "--to", dst});
+  ASSERT_TRUE(r.ok()) << r.err;
+  std::printf("%s", r.out.c_str());
+  EXPECT_NE(r.out.find(fmt::format("migrated {} from {} to {}", kVm, src, dst)), std::string::npos);
+  for (const char* row : {"bytes QEMU produced", "bytes on the wire (to destination)",
+                          "saved by position", "saved by content", "zero pages",
+                          "fallbacks", "total time", "downtime"}) {
+    EXPECT_NE(r.out.find(row), std::string::npos) << row;
+  }
+  // The log shows it too.
+  r = cluster_->Cli({"migration", "list"});
+  ASSERT_TRUE(r.ok()) << r.err;
+  EXPECT_NE(r.out.find("succeeded"), std::string::npos) << r.out;
+}
+
 TEST_F(MigrateTest, DestinationAgentKilledMidMigration) {
   Before b = Snapshot();
   std::optional<testing::CliRun> run;
