@@ -499,13 +499,13 @@ void Agent::Impl::MonitorLoop() {
 
 void Agent::Impl::CheckVms() {
   for (auto& entry : AllVms()) {
-    std::string busy;
+    VmRecord rec;
     {
       std::lock_guard<std::mutex> lock(mu_);
-      busy = entry->busy;
+      if (!entry->busy.empty() || !entry->proc) continue;
+      rec = entry->record;
     }
-    if (!busy.empty() || !entry->proc || entry->proc->Alive()) continue;
-    const VmRecord rec = entry->record;
+    if (entry->proc->Alive()) continue;
     spdlog::warn("agent {}: VM {} (pid {}) exited on its own; removing it", options_.name, rec.name,
                  rec.pid);
     (void)DestroyVm(entry, false);

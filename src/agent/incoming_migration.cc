@@ -100,10 +100,10 @@ class IncomingMigration final : public ActiveMigration {
   Result<VmInfo> Commit(bool resume);
 
   // Runs the migration on the migrate_in connection.
-  void Serve(std::unique_ptr<wire::Connection> conn, const json& request);
+  void Serve(std::unique_ptr<wire::Connection> conn);
 
  private:
-  Status StartQemu(const json& request);
+  Status StartQemu();
   Result<MigrationReport> Receive();
   Status AwaitCommit();
   void Fail(const Status& cause);
@@ -142,7 +142,7 @@ class IncomingMigration final : public ActiveMigration {
   std::unique_ptr<DestinationSession> session_;
 };
 
-Status IncomingMigration::StartQemu(const json& request) {
+Status IncomingMigration::StartQemu() {
   Inventory& inv = agent_.inventory();
   ESCDR_ASSIGN_OR_RETURN(Migration m, inv.GetMigration(id_));
   if (m.vm != vm_name_ || m.destination != agent_.host() ||
@@ -191,7 +191,6 @@ Status IncomingMigration::StartQemu(const json& request) {
     note_ = fmt::format("no running donor of {} on {}: nothing elided", vm_.kind.ToString(),
                         agent_.host());
   }
-  (void)request;
   return CancelledStatus();
 }
 
@@ -366,12 +365,12 @@ void IncomingMigration::Fail(const Status& cause) {
                agent_.host(), vm_name_, source_host_, cause.ToString());
 }
 
-void IncomingMigration::Serve(std::unique_ptr<wire::Connection> conn, const json& request) {
+void IncomingMigration::Serve(std::unique_ptr<wire::Connection> conn) {
   {
     std::lock_guard<std::mutex> lock(mu_);
     peer_ = std::shared_ptr<wire::Connection>(std::move(conn));
   }
-  Status s = StartQemu(request);
+  Status s = StartQemu();
   json reply;
   if (s.ok()) {
     reply = OkReply({{"vm", agent_.Describe(entry_, false).ToJson()},
@@ -421,7 +420,7 @@ void ServeMigrateIn(Agent::Impl& agent, std::unique_ptr<wire::Connection> conn,
   }
   auto migration = std::make_shared<IncomingMigration>(agent, *vm, *id, *source);
   agent.RegisterMigration(migration);
-  migration->Serve(std::move(conn), request);
+  migration->Serve(std::move(conn));
   agent.UnregisterMigration(migration.get());
 }
 

@@ -23,7 +23,6 @@
 #include "agent/catalog_content.h"
 #include "agent/json_util.h"
 #include "escdr/catalog/catalog_format.h"
-#include "escdr/catalog/catalog_learner.h"
 #include "escdr/image/memory_image.h"
 #include "escdr/migrate/donor_scan.h"
 #include "escdr/page/page.h"
@@ -218,19 +217,17 @@ class MigrateTest : public ::testing::Test {
         return Status::Timeout(fmt::format("{} did not boot: {}", vm, SerialLogTail(info->serial_log)));
       }
     }
-    // The catalog of the kind, learned from the three running guests and
-    // stored in the inventory, where the agents look for it.
-    std::vector<std::unique_ptr<MemoryImage>> images;
-    std::vector<const MemoryImage*> samples;
-    for (const auto& [vm, host] : vms) {
-      ESCDR_ASSIGN_OR_RETURN(auto image, OpenRamFile(cluster_->FindVm(host, vm)->ram_path));
-      samples.push_back(image.get());
-      images.push_back(std::move(image));
-    }
-    ESCDR_ASSIGN_OR_RETURN(Catalog catalog, LearnCatalog(kKind, samples));
-    const std::string bytes = EncodeCatalog(catalog);
+    // The catalog of the kind, learned by `escdr catalog learn` from the
+    // three running guests' RAM files into the inventory, where the agents
+    // look for it.
+    std::vector<std::string> learn = {"catalog", "learn", "--os", kKind.os, "--os-version",
+                                      kKind.os_version, "--hypervisor", kKind.hypervisor,
+                                      "--hypervisor-version", kKind.hypervisor_version};
+    for (const auto& [vm, host] : vms) learn.push_back(cluster_->FindVm(host, vm)->ram_path);
+    CliResult learned = cluster_->Cli(learn);
+    if (!learned.ok()) return Status::Internal("catalog learn: " + learned.err);
     ESCDR_ASSIGN_OR_RETURN(auto inv, cluster_->OpenInventory());
-    ESCDR_RETURN_IF_ERROR(inv->PutCatalog(kKind, bytes));
+    ESCDR_ASSIGN_OR_RETURN(std::string bytes, inv->GetCatalog(kKind));
     ESCDR_ASSIGN_OR_RETURN(catalog_, CatalogContent::FromBytes(bytes));
     return Status::OK();
   }

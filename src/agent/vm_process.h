@@ -11,7 +11,9 @@
 // attaches to a still running QEMU the same way.
 //
 // Destroying a VmProcess closes the QMP connection and the pidfd; it never
-// stops QEMU. Quit() and Kill() do.
+// stops QEMU. Quit() and Kill() do; the QMP client stays valid after them
+// (its calls then fail with Unavailable), so other threads holding qmp()
+// are never left with a dangling reference.
 //
 // Thread safety: qmp() may be used from any thread (QmpClient is); the other
 // methods from one thread at a time, except Alive() and pid(), which are safe
