@@ -17,6 +17,7 @@
 
 #include "agent/json_util.h"
 #include "cli/command.h"
+#include "cli/inventory_access.h"
 #include "escdr/agent/agent.h"
 #include "escdr/agent/agent_client.h"
 #include "escdr/base/vm_kind.h"
@@ -27,15 +28,6 @@ namespace escdr::cli {
 namespace {
 
 using nlohmann::json;
-
-Result<std::unique_ptr<Inventory>> OpenInventoryFromGlobal(const GlobalOptions& global) {
-  std::string url = global.db;
-  if (url.empty()) {
-    ESCDR_ASSIGN_OR_RETURN(const std::string dir, global.StateDir());
-    url = ResolveInventoryUrl("", dir);
-  }
-  return OpenInventory(url);
-}
 
 void PrintJson(const json& doc) {
   std::fputs(doc.dump(2, ' ', false, json::error_handler_t::replace).c_str(), stdout);
@@ -87,8 +79,7 @@ void RunAgent(const GlobalOptions& global, AgentArgs& args) {
   o.memory_mib = Unwrap(ParseMib(args.memory, "--memory"));
   o.state_dir = Unwrap(global.StateDir());
   if (o.inventory_url.empty()) {
-    o.inventory_url = global.db.empty() ? ResolveInventoryUrl("", Unwrap(global.StateDir()))
-                                        : global.db;
+    o.inventory_url = Unwrap(InventoryUrl(global));
   }
   // SIGINT and SIGTERM end the agent cleanly (its VMs keep running); every
   // thread blocks them and one thread waits for them.

@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 
 #include "cli/command.h"
+#include "cli/inventory_access.h"
 #include "escdr/base/vm_kind.h"
 #include "escdr/catalog/catalog.h"
 #include "escdr/catalog/catalog_format.h"
@@ -29,12 +30,7 @@ using nlohmann::json;
 // so that every agent sharing the inventory uses the same catalogs. Files
 // move in and out with `catalog export` / `catalog import`.
 Result<std::unique_ptr<CatalogStore>> OpenCatalogStore(const GlobalOptions& global) {
-  std::string url = global.db;
-  if (url.empty()) {
-    ESCDR_ASSIGN_OR_RETURN(const std::string state_dir, global.StateDir());
-    url = ResolveInventoryUrl("", state_dir);
-  }
-  ESCDR_ASSIGN_OR_RETURN(std::unique_ptr<Inventory> inventory, OpenInventory(url));
+  ESCDR_ASSIGN_OR_RETURN(std::unique_ptr<Inventory> inventory, OpenInventoryFromGlobal(global));
   return std::unique_ptr<CatalogStore>(std::move(inventory));
 }
 

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "cli/command.h"
+#include "cli/inventory_access.h"
 #include "escdr/inventory/inventory.h"
 #include "escdr/placement/placement.h"
 
@@ -20,15 +21,6 @@ namespace escdr::cli {
 namespace {
 
 using nlohmann::json;
-
-Result<std::unique_ptr<Inventory>> OpenFromGlobal(const GlobalOptions& global) {
-  std::string url = global.db;
-  if (url.empty()) {
-    ESCDR_ASSIGN_OR_RETURN(const std::string dir, global.StateDir());
-    url = ResolveInventoryUrl("", dir);
-  }
-  return OpenInventory(url);
-}
 
 void PrintJson(const json& doc) {
   std::fputs(doc.dump(2, ' ', false, json::error_handler_t::replace).c_str(), stdout);
@@ -245,7 +237,7 @@ void RunHostAdd(const GlobalOptions& global, const HostArgs& a) {
   spec.pod = a.pod;
   spec.memory_mib = Unwrap(ParseMib("--memory", a.memory));
   spec.vcpus = Unwrap(ParseCount("--vcpus", a.vcpus));
-  auto inv = Unwrap(OpenFromGlobal(global));
+  auto inv = Unwrap(OpenInventoryFromGlobal(global));
   Host h = Unwrap(inv->AddHost(spec));
   if (global.json) return PrintJson(HostJson(h));
   std::printf("added host %s (%s, %u vCPUs)\n", h.name.c_str(), Mib(h.memory_mib).c_str(),
@@ -253,7 +245,7 @@ void RunHostAdd(const GlobalOptions& global, const HostArgs& a) {
 }
 
 void RunHostList(const GlobalOptions& global) {
-  auto inv = Unwrap(OpenFromGlobal(global));
+  auto inv = Unwrap(OpenInventoryFromGlobal(global));
   std::vector<Host> hosts = Unwrap(inv->ListHosts());
   if (global.json) {
     json arr = json::array();
@@ -272,7 +264,7 @@ void RunHostList(const GlobalOptions& global) {
 }
 
 void RunHostShow(const GlobalOptions& global, const std::string& name) {
-  auto inv = Unwrap(OpenFromGlobal(global));
+  auto inv = Unwrap(OpenInventoryFromGlobal(global));
   Host h = Unwrap(inv->GetHost(name));
   VmFilter filter;
   filter.host = name;
@@ -308,7 +300,7 @@ void RunHostShow(const GlobalOptions& global, const std::string& name) {
 }
 
 void RunHostRemove(const GlobalOptions& global, const std::string& name) {
-  auto inv = Unwrap(OpenFromGlobal(global));
+  auto inv = Unwrap(OpenInventoryFromGlobal(global));
   Check(inv->RemoveHost(name));
   if (global.json) return PrintJson(json{{"removed", name}});
   std::printf("removed host %s\n", name.c_str());
@@ -316,7 +308,7 @@ void RunHostRemove(const GlobalOptions& global, const std::string& name) {
 
 void RunHostSetState(const GlobalOptions& global, const HostArgs& a) {
   const HostState state = Unwrap(ParseHostState(a.state));
-  auto inv = Unwrap(OpenFromGlobal(global));
+  auto inv = Unwrap(OpenInventoryFromGlobal(global));
   Check(inv->SetHostState(a.name, state));
   if (global.json) return PrintJson(HostJson(Unwrap(inv->GetHost(a.name))));
   std::printf("host %s is now %s\n", a.name.c_str(), HostStateName(state));
@@ -367,7 +359,7 @@ void RunVmAdd(const GlobalOptions& global, const VmArgs& a) {
   spec.launch_spec = a.launch_spec;
   spec.ram_path = a.ram_path;
   Check(ValidateVmSpec(spec));
-  auto inv = Unwrap(OpenFromGlobal(global));
+  auto inv = Unwrap(OpenInventoryFromGlobal(global));
   if (!spec.host.empty()) {
     Vm v = Unwrap(inv->AddVm(spec));
     if (global.json) return PrintJson(VmJson(v));
@@ -380,7 +372,7 @@ void RunVmAdd(const GlobalOptions& global, const VmArgs& a) {
 }
 
 void RunVmList(const GlobalOptions& global, const std::string& host) {
-  auto inv = Unwrap(OpenFromGlobal(global));
+  auto inv = Unwrap(OpenInventoryFromGlobal(global));
   VmFilter filter;
   filter.host = host;
   std::vector<Vm> vms = Unwrap(inv->ListVms(filter));
@@ -400,7 +392,7 @@ void RunVmList(const GlobalOptions& global, const std::string& host) {
 }
 
 void RunVmShow(const GlobalOptions& global, const std::string& name) {
-  auto inv = Unwrap(OpenFromGlobal(global));
+  auto inv = Unwrap(OpenInventoryFromGlobal(global));
   Vm v = Unwrap(inv->GetVm(name));
   MigrationFilter filter;
   filter.vm = name;
@@ -440,7 +432,7 @@ void RunVmShow(const GlobalOptions& global, const std::string& name) {
 }
 
 void RunVmRemove(const GlobalOptions& global, const std::string& name) {
-  auto inv = Unwrap(OpenFromGlobal(global));
+  auto inv = Unwrap(OpenInventoryFromGlobal(global));
   Check(inv->RemoveVm(name));
   if (global.json) return PrintJson(json{{"removed", name}});
   std::printf("removed VM %s\n", name.c_str());
@@ -454,7 +446,7 @@ void RunPlace(const GlobalOptions& global, const VmArgs& a) {
   const VmDemand demand{Unwrap(ParseMib("--memory", a.memory)),
                         Unwrap(ParseCount("--vcpus", a.vcpus))};
   const PlacementOptions options = Unwrap(a.policy.Options());
-  auto inv = Unwrap(OpenFromGlobal(global));
+  auto inv = Unwrap(OpenInventoryFromGlobal(global));
   PlacementPlan plan = Unwrap(inv->PlanPlacement(kind, demand, options));
   if (!plan.decision.chosen && !global.json) {
     // Same distinction as PlaceVm: too big for every host vs no room now.
@@ -487,7 +479,7 @@ struct DestinationArgs {
 };
 
 void RunDestination(const GlobalOptions& global, const DestinationArgs& a) {
-  auto inv = Unwrap(OpenFromGlobal(global));
+  auto inv = Unwrap(OpenInventoryFromGlobal(global));
   DestinationPlan plan = Unwrap(inv->PlanDestination(a.vm));
   const Decision& d = plan.decision;
   const std::string chosen = d.chosen ? plan.candidates[*d.chosen].name : "";
@@ -535,14 +527,14 @@ struct LinkArgs {
 
 void RunLinkSet(const GlobalOptions& global, const LinkArgs& a) {
   if (a.cost <= 0) Fail(Status::InvalidArgument(fmt::format("--cost {} must be > 0", a.cost)));
-  auto inv = Unwrap(OpenFromGlobal(global));
+  auto inv = Unwrap(OpenInventoryFromGlobal(global));
   Check(inv->SetLink({a.a, a.b, static_cast<std::uint64_t>(a.cost)}));
   if (global.json) return PrintJson(json{{"a", a.a}, {"b", a.b}, {"cost", a.cost}});
   std::printf("link %s - %s costs %lld\n", a.a.c_str(), a.b.c_str(), a.cost);
 }
 
 void RunLinkList(const GlobalOptions& global) {
-  auto inv = Unwrap(OpenFromGlobal(global));
+  auto inv = Unwrap(OpenInventoryFromGlobal(global));
   std::vector<Link> links = Unwrap(inv->ListLinks());
   if (global.json) {
     json arr = json::array();
@@ -555,14 +547,14 @@ void RunLinkList(const GlobalOptions& global) {
 }
 
 void RunLinkRemove(const GlobalOptions& global, const LinkArgs& a) {
-  auto inv = Unwrap(OpenFromGlobal(global));
+  auto inv = Unwrap(OpenInventoryFromGlobal(global));
   Check(inv->RemoveLink(a.a, a.b));
   if (global.json) return PrintJson(json{{"removed", json{{"a", a.a}, {"b", a.b}}}});
   std::printf("removed link %s - %s\n", a.a.c_str(), a.b.c_str());
 }
 
 void RunMigrationList(const GlobalOptions& global, const MigrationFilter& filter) {
-  auto inv = Unwrap(OpenFromGlobal(global));
+  auto inv = Unwrap(OpenInventoryFromGlobal(global));
   std::vector<Migration> log = Unwrap(inv->ListMigrations(filter));
   if (global.json) {
     json arr = json::array();

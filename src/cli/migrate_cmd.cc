@@ -18,6 +18,7 @@
 #include <nlohmann/json.hpp>
 
 #include "cli/command.h"
+#include "cli/inventory_access.h"
 #include "escdr/agent/agent_client.h"
 #include "escdr/inventory/inventory.h"
 #include "escdr/sys/clock.h"
@@ -30,15 +31,6 @@ using nlohmann::json;
 std::atomic<bool> g_cancel{false};
 
 void OnInterrupt(int) { g_cancel.store(true); }
-
-Result<std::unique_ptr<Inventory>> OpenInventoryFromGlobal(const GlobalOptions& global) {
-  std::string url = global.db;
-  if (url.empty()) {
-    ESCDR_ASSIGN_OR_RETURN(const std::string dir, global.StateDir());
-    url = ResolveInventoryUrl("", dir);
-  }
-  return OpenInventory(url);
-}
 
 // "100M" (bytes/s with K, M, G binary units), or a plain number of bytes/s.
 Result<std::uint64_t> ParseRate(const std::string& text) {
