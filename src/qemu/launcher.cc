@@ -75,6 +75,9 @@ Result<std::unique_ptr<QemuProcess>> QemuProcess::Start(const LaunchSpec& spec,
   if (!client.has_value()) {
     Status why = client.error();
     // A QEMU that died while we were connecting explains the failure best.
+    // It may close the socket an instant before it has exited, so give it a
+    // moment to finish exiting before blaming the connection.
+    if (qemu->process_.valid()) (void)qemu->process_.WaitFor(std::chrono::milliseconds(1000));
     Status died = exited();
     if (!died.ok()) return Err(died);
     return Err(Status(why.code(),
