@@ -21,6 +21,11 @@ std::uint32_t FreeVcpus(const HostView& h) {
 
 std::string Percent(double load) { return fmt::format("{:.0f}%", load * 100); }
 
+// Whether `h` can take `demand` (WhyNoRoom is empty exactly then).
+bool HasRoom(const HostView& h, const VmDemand& demand) {
+  return h.up && FreeMemory(h) >= demand.memory_mib && FreeVcpus(h) >= demand.vcpus;
+}
+
 // Empty when `h` can take `demand`; otherwise why not.
 std::string WhyNoRoom(const HostView& h, const VmDemand& demand) {
   if (!h.up) return "host is not up";
@@ -88,6 +93,121 @@ std::uint64_t UniformBelow(std::uint64_t& state, std::uint64_t n) {
     r = SplitMix64(state);
   } while (r >= limit);
   return r % n;
+}
+
+// The unexplained decisions (DecisionOptions::explain off): one pass that
+// keeps the best host so far under the same order the explained ranking
+// sorts by, so both choose the same host.
+
+// Whether the later host `i` beats the earlier host `best` on the name
+// tie-break. With sorted input (or equal names) the earlier one wins, as the
+// explained ranking's name sort (stable where it matters) has it.
+bool LaterNameFirst(std::span<const HostView> hosts, std::size_t i, std::size_t best,
+                    bool sorted) {
+  return !sorted && hosts[i].name < hosts[best].name;
+}
+
+Decision FastSpreadOrPack(std::span<const HostView> hosts, const VmDemand& demand, bool spread,
+                          bool sorted) {
+  std::optional<std::size_t> best;
+  double best_load = 0;
+  for (std::size_t i = 0; i < hosts.size(); ++i) {
+    const HostView& h = hosts[i];
+    if (!HasRoom(h, demand)) continue;
+    const double load = HostLoad(h);
+    bool take = !best.has_value();
+    if (!take) {
+      const HostView& b = hosts[*best];
+      if (spread && h.same_kind_vms != b.same_kind_vms) {
+        take = h.same_kind_vms < b.same_kind_vms;
+      } else if (load != best_load) {
+        take = spread ? load < best_load : load > best_load;
+      } else {
+        take = LaterNameFirst(hosts, i, *best, sorted);
+      }
+    }
+    if (take) {
+      best = i;
+      best_load = load;
+    }
+  }
+  Decision d;
+  d.chosen = best;
+  return d;
+}
+
+Decision FastRandom(std::span<const HostView> hosts, const VmDemand& demand, std::uint64_t seed,
+                    bool sorted) {
+  std::vector<std::size_t> eligible;
+  for (std::size_t i = 0; i < hosts.size(); ++i) {
+    if (HasRoom(hosts[i], demand)) eligible.push_back(i);
+  }
+  Decision d;
+  const std::size_t m = eligible.size();
+  if (m == 0) return d;
+  // The explained ranking shuffles the name-sorted list (Fisher-Yates, i = m
+  // down to 2: swap [i-1] with [draw_i]) and takes its front. Draw the same
+  // numbers, then follow the front back through the swaps to the position it
+  // came from in name order.
+  std::vector<std::uint32_t> draws(m);
+  std::uint64_t state = seed;
+  for (std::size_t i = m; i > 1; --i) {
+    draws[i - 1] = static_cast<std::uint32_t>(UniformBelow(state, i));
+  }
+  std::size_t pos = 0;
+  for (std::size_t i = 2; i <= m; ++i) {
+    if (pos == i - 1) {
+      pos = draws[i - 1];
+    } else if (pos == draws[i - 1]) {
+      pos = i - 1;
+    }
+  }
+  if (!sorted) {
+    std::nth_element(eligible.begin(), eligible.begin() + static_cast<std::ptrdiff_t>(pos),
+                     eligible.end(), [&](std::size_t a, std::size_t b) {
+                       if (hosts[a].name != hosts[b].name) return hosts[a].name < hosts[b].name;
+                       return a < b;
+                     });
+  }
+  d.chosen = eligible[pos];
+  return d;
+}
+
+Decision FastDestination(std::span<const HostView> hosts, std::size_t source,
+                         const VmDemand& demand, const PathCost& cost, bool sorted) {
+  const std::vector<std::optional<std::uint64_t>> costs = cost.CostsFrom(hosts[source], hosts);
+  std::optional<std::size_t> best;
+  bool best_donor = false;
+  std::uint64_t best_cost = 0;
+  double best_load = 0;
+  for (std::size_t i = 0; i < hosts.size(); ++i) {
+    if (i == source || !costs[i].has_value() || !HasRoom(hosts[i], demand)) continue;
+    const bool donor = hosts[i].same_kind_vms > 0;
+    const std::uint64_t c = *costs[i];
+    const double load = HostLoad(hosts[i]);
+    bool take;
+    if (!best.has_value()) {
+      take = true;
+    } else if (donor != best_donor) {
+      take = donor;
+    } else if (c != best_cost) {
+      take = c < best_cost;
+    } else if (load != best_load) {
+      take = load < best_load;
+    } else {
+      take = LaterNameFirst(hosts, i, *best, sorted);
+    }
+    if (take) {
+      best = i;
+      best_donor = donor;
+      best_cost = c;
+      best_load = load;
+    }
+  }
+  Decision d;
+  d.chosen = best;
+  d.has_donor = best.has_value() && best_donor;
+  return d;
 }
 
 }  // namespace
@@ -227,7 +347,15 @@ std::vector<std::optional<std::uint64_t>> LinkGraphPathCost::CostsFrom(
 // Decisions
 
 Decision ChoosePlacement(std::span<const HostView> hosts, const VmDemand& demand,
-                         PlacementPolicy policy, std::uint64_t seed) {
+                         PlacementPolicy policy, std::uint64_t seed,
+                         const DecisionOptions& options) {
+  if (!options.explain) {
+    if (policy == PlacementPolicy::kRandom) {
+      return FastRandom(hosts, demand, seed, options.sorted_by_name);
+    }
+    return FastSpreadOrPack(hosts, demand, policy == PlacementPolicy::kSpread,
+                            options.sorted_by_name);
+  }
   std::vector<double> load(hosts.size());
   std::vector<std::string> why_not(hosts.size());
   std::vector<std::size_t> eligible, ineligible;
@@ -303,7 +431,9 @@ Decision ChoosePlacement(std::span<const HostView> hosts, const VmDemand& demand
 }
 
 Decision ChooseDestination(std::span<const HostView> hosts, std::size_t source,
-                           const VmDemand& demand, const PathCost& cost) {
+                           const VmDemand& demand, const PathCost& cost,
+                           const DecisionOptions& options) {
+  if (!options.explain) return FastDestination(hosts, source, demand, cost, options.sorted_by_name);
   std::vector<double> load(hosts.size());
   std::vector<std::string> why_not(hosts.size());
   std::vector<bool> donor(hosts.size());

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <map>
+#include <random>
 #include <set>
 #include <string>
 #include <vector>
@@ -27,6 +28,9 @@ HostView Host(std::string name, std::uint64_t mem_total, std::uint64_t mem_used,
   h.pod = std::move(pod);
   return h;
 }
+
+// "h<i>": names whose order is not the numeric order (h10 < h2).
+std::string NumberedName(std::size_t i) { return "h" + std::to_string(i); }
 
 std::string Chosen(std::span<const HostView> hosts, const Decision& d) {
   return d.chosen ? hosts[*d.chosen].name : "<none>";
@@ -375,6 +379,65 @@ TEST_F(DestinationTest, RankingListsEveryHostBestFirstIneligibleLast) {
   hosts_[3].same_kind_vms = 1;
   Decision d = ChooseDestination(hosts_, 0, kSmall, cost_);
   EXPECT_THAT(RankedNames(d), ::testing::ElementsAre("pod-mate", "far", "rack-mate", "src"));
+}
+
+// Unexplained decisions (DecisionOptions::explain off) must choose what the
+// explained ranking puts first, for every policy, with and without the
+// sorted-by-name promise. Random hosts with many ties in load and kind counts
+// exercise every tie-break.
+std::vector<HostView> RandomHosts(std::mt19937_64& rng, std::size_t n) {
+  std::vector<HostView> hosts;
+  for (std::size_t i = 0; i < n; ++i) {
+    HostView h = Host(NumberedName(i), 4096, 1024 * (rng() % 5), static_cast<std::uint32_t>(rng() % 3),
+                      "r" + std::to_string(rng() % 3), "p" + std::to_string(rng() % 2));
+    h.vcpus_used = static_cast<std::uint32_t>(16 * (rng() % 5));
+    h.up = rng() % 8 != 0;
+    hosts.push_back(std::move(h));
+  }
+  return hosts;
+}
+
+TEST(UnexplainedDecisionTest, ChoosesWhatTheRankingPutsFirst) {
+  std::mt19937_64 rng(7);
+  const HierarchicalPathCost cost;
+  for (int round = 0; round < 400; ++round) {
+    std::vector<HostView> hosts = RandomHosts(rng, 1 + rng() % 40);
+    const VmDemand demand{1024 * (1 + rng() % 3), static_cast<std::uint32_t>(8 * (rng() % 4))};
+    for (bool sorted : {false, true}) {
+      if (sorted) {
+        std::sort(hosts.begin(), hosts.end(),
+                  [](const HostView& a, const HostView& b) { return a.name < b.name; });
+      }
+      const DecisionOptions fast{.explain = false, .sorted_by_name = sorted};
+      for (PlacementPolicy policy :
+           {PlacementPolicy::kSpread, PlacementPolicy::kPack, PlacementPolicy::kRandom}) {
+        const std::uint64_t seed = rng();
+        const Decision want = ChoosePlacement(hosts, demand, policy, seed);
+        const Decision got = ChoosePlacement(hosts, demand, policy, seed, fast);
+        EXPECT_EQ(Chosen(hosts, got), Chosen(hosts, want))
+            << PlacementPolicyName(policy) << ", round " << round << ", sorted " << sorted;
+        EXPECT_TRUE(got.ranking.empty());
+      }
+      const std::size_t source = rng() % hosts.size();
+      const Decision want = ChooseDestination(hosts, source, demand, cost);
+      const Decision got = ChooseDestination(hosts, source, demand, cost, fast);
+      EXPECT_EQ(Chosen(hosts, got), Chosen(hosts, want)) << "round " << round;
+      EXPECT_EQ(got.has_donor, want.has_donor) << "round " << round;
+      EXPECT_TRUE(got.ranking.empty());
+    }
+  }
+}
+
+TEST(UnexplainedDecisionTest, NoHostWithRoomGivesNoChoice) {
+  std::vector<HostView> hosts = {Host("a", 1024, 1024), Host("b", 1024, 512)};
+  const DecisionOptions fast{.explain = false};
+  for (PlacementPolicy policy :
+       {PlacementPolicy::kSpread, PlacementPolicy::kPack, PlacementPolicy::kRandom}) {
+    EXPECT_FALSE(ChoosePlacement(hosts, {1024, 1}, policy, 1, fast).chosen.has_value());
+  }
+  const Decision d = ChooseDestination(hosts, 0, {1024, 1}, HierarchicalPathCost(), fast);
+  EXPECT_FALSE(d.chosen.has_value());
+  EXPECT_FALSE(d.has_donor);
 }
 
 }  // namespace

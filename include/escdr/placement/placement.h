@@ -3,7 +3,8 @@
 // The functions here are pure: they rank a snapshot of hosts that the caller
 // gathered (the inventory from its database, the simulator from memory) and
 // return the decision together with the reason each candidate won or lost, so
-// that `--explain` can print it. They do no I/O and keep no state; the caller
+// that `--explain` can print it; with DecisionOptions::explain off they return
+// the same choice without the ranking, in one pass (the simulator's case). They do no I/O and keep no state; the caller
 // is responsible for making the decision and its write atomic (the inventory
 // does both in one transaction).
 //
@@ -148,19 +149,35 @@ struct Decision {
   std::optional<std::size_t> chosen;  // index into the hosts passed in; nullopt: nowhere fits
   bool has_donor = false;             // destinations: the chosen host runs a donor
   // Every host passed in, best first; ineligible hosts last with their reason.
+  // Empty when the decision was made with DecisionOptions::explain off.
   std::vector<CandidateExplanation> ranking;
+};
+
+// How a decision is made. The defaults give the full, explained ranking.
+struct DecisionOptions {
+  // true: fill Decision::ranking (every host ordered, each with a formatted
+  // reason; O(n log n) and one string per host). false: only `chosen` and
+  // `has_donor`, found in one pass over the hosts (O(n), no allocation per
+  // host). Both give the same `chosen` for the same input.
+  bool explain = true;
+  // true promises that `hosts` are in ascending name order (std::string's <),
+  // so ties are broken by position instead of comparing names. Only read when
+  // `explain` is false. REQUIRES when true: the promise holds (a violated
+  // promise gives another tie-break, never undefined behaviour).
+  bool sorted_by_name = false;
 };
 
 // Ranks `hosts` for a new VM of `demand` under `policy`. `hosts[i].same_kind_vms`
 // must count the VMs of the new VM's kind. `seed` is used by kRandom only.
 Decision ChoosePlacement(std::span<const HostView> hosts, const VmDemand& demand,
                          PlacementPolicy policy = PlacementPolicy::kSpread,
-                         std::uint64_t seed = 0);
+                         std::uint64_t seed = 0, const DecisionOptions& options = {});
 
 // Ranks `hosts` as destinations for a VM of `demand` now on hosts[source].
 // REQUIRES: source < hosts.size().
 Decision ChooseDestination(std::span<const HostView> hosts, std::size_t source,
-                           const VmDemand& demand, const PathCost& cost);
+                           const VmDemand& demand, const PathCost& cost,
+                           const DecisionOptions& options = {});
 
 }  // namespace escdr
 
