@@ -53,6 +53,10 @@ constexpr std::size_t kStageBytes = 256 * 1024;
 // buffer, without a copy into the stage.
 constexpr std::size_t kDirectWriteBytes = 16 * 1024;
 constexpr std::size_t kReturnPathChunk = 64 * 1024;
+// Version 2 (wire-protocol §6): an Ack goes out at least after this many
+// stream bytes were written to QEMU, and whenever the destination has caught
+// up with the frames received, so the source's stream budget drains.
+constexpr std::uint64_t kDeliveredAckBytes = 256 * 1024;
 
 }  // namespace
 
@@ -104,7 +108,9 @@ class DestinationSession::Impl {
   std::uint64_t resolved() const {
     return pending_.empty() ? refs_received_ : pending_.begin()->first;
   }
-  Status MaybeAck(bool force);
+  // Sends an Ack if one is due (§6); `idle`: no further frame is buffered
+  // and the stage has been flushed.
+  Status MaybeAck(bool force, bool idle);
 
   void BackLoop();
   void StopBackThread();
@@ -116,6 +122,7 @@ class DestinationSession::Impl {
   wire::FrameWriter writer_;
   wire::FrameReader reader_;
   wire::Prepare prepare_;
+  std::uint16_t version_ = wire::kProtocolVersion;  // agreed in the handshake
   std::atomic<State> state_{State::kAwaitHello};
   migrate_internal::FailureLatch failure_;
 
@@ -137,6 +144,7 @@ class DestinationSession::Impl {
   std::map<std::uint64_t, Held*> pending_;  // outstanding fallbacks by seq
   std::uint64_t refs_received_ = 0;
   std::uint64_t acked_sent_ = 0;
+  std::uint64_t delivered_sent_ = 0;  // delivered_bytes of the last Ack
   std::optional<wire::EndSummary> end_;
   MigrationReport report_;
 
@@ -175,6 +183,7 @@ Status DestinationSession::Impl::Handshake() {
       }
       auto version = wire::AcceptPeerVersion(hello->version);
       if (!version.has_value()) return fail(version.error(), true);
+      version_ = *version;
       Status s = writer_.WriteFrame(FrameType::kHello,
                                     wire::Hello{*version, wire::Role::kDestination}.Encode());
       if (!s.ok()) return fail(s, false);
@@ -326,8 +335,9 @@ Status DestinationSession::Impl::StreamFrames() {
     }
     // Output may wait in the stage only while more frames are at hand: the
     // source QEMU can be waiting for a reply to exactly these bytes.
-    if (!reader_.HasBufferedFrame()) ESCDR_RETURN_IF_ERROR(FlushStage());
-    ESCDR_RETURN_IF_ERROR(MaybeAck(false));
+    const bool idle = !reader_.HasBufferedFrame();
+    if (idle) ESCDR_RETURN_IF_ERROR(FlushStage());
+    ESCDR_RETURN_IF_ERROR(MaybeAck(false, idle));
   }
 }
 
@@ -440,7 +450,7 @@ Status DestinationSession::Impl::Finish() {
         "bytes from {} references",
         end_->stream_bytes, end_->refs, report_.rebuilt_bytes, refs_received_));
   }
-  ESCDR_RETURN_IF_ERROR(MaybeAck(true));
+  ESCDR_RETURN_IF_ERROR(MaybeAck(true, true));
   // Every byte, vmdesc included, is with QEMU: now it may see end of file.
   ESCDR_RETURN_IF_ERROR(qemu_->ShutdownWrite().WithContext("destination QEMU"));
   {
@@ -554,11 +564,22 @@ Status DestinationSession::Impl::DrainHeld() {
   return Status::OK();
 }
 
-Status DestinationSession::Impl::MaybeAck(bool force) {
+Status DestinationSession::Impl::MaybeAck(bool force, bool idle) {
   const std::uint64_t r = resolved();
-  if (r == acked_sent_ || (!force && r - acked_sent_ < ack_every_)) return Status::OK();
+  const std::uint64_t d = report_.rebuilt_bytes;
+  bool due = false;
+  if (version_ < 2) {
+    // Version 1: references only.
+    due = r != acked_sent_ && (force || r - acked_sent_ >= ack_every_);
+  } else {
+    due = (r != acked_sent_ || d != delivered_sent_) &&
+          (force || idle || r - acked_sent_ >= ack_every_ ||
+           d - delivered_sent_ >= kDeliveredAckBytes);
+  }
+  if (!due) return Status::OK();
   acked_sent_ = r;
-  return writer_.WriteFrame(FrameType::kAck, wire::Ack{r}.Encode())
+  delivered_sent_ = d;
+  return writer_.WriteFrame(FrameType::kAck, wire::Ack{r, d}.Encode(version_))
       .WithContext("cannot send an Ack to the source");
 }
 

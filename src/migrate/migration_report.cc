@@ -25,6 +25,10 @@ std::string MigrationReport::Summary() const {
       pages_by_content, pages_window_full, pages_from_donor, fallbacks, zero_records,
       available_entries, catalog_entries, total_time.count() / 1e6);
   if (downtime_measured) s += fmt::format(", downtime {:.1f} ms", downtime.count() / 1e3);
+  if (max_stream_in_flight > 0) {
+    s += fmt::format(", peak in flight {}, budget waits {} ({:.3f} s)", Bytes(max_stream_in_flight),
+                     budget_waits, budget_wait_time.count() / 1e6);
+  }
   return s;
 }
 

@@ -2,6 +2,9 @@
 // loopback TCP between the agents, socket pairs to fake QEMUs that play
 // synthetic QEMU 7.2 streams.
 #include <atomic>
+#include <cstdio>
+#include <condition_variable>
+#include <mutex>
 
 #include <gtest/gtest.h>
 
@@ -64,6 +67,25 @@ class FaultyConnection : public wire::ConnectionWrapper {
   std::uint64_t at_;
   std::uint64_t written_ = 0;
   bool fired_ = false;
+};
+
+// A gate a fake QEMU can wait at until the test opens it.
+class Gate {
+ public:
+  void Wait() {
+    std::unique_lock<std::mutex> lock(mu_);
+    cv_.wait(lock, [this] { return open_; });
+  }
+  void Open() {
+    std::lock_guard<std::mutex> lock(mu_);
+    open_ = true;
+    cv_.notify_all();
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool open_ = false;
 };
 
 class SessionTest : public ::testing::Test {
@@ -246,9 +268,12 @@ TEST_F(SessionTest, ConnectionCutMidStreamFailsBothSides) {
   ASSERT_FALSE(out.destination.has_value());
   EXPECT_EQ(out.destination.error().code(), StatusCode::kUnavailable)
       << out.destination.error().message();
-  EXPECT_NE(out.destination.error().message().find("the source closed the connection"),
-            std::string::npos)
-      << out.destination.error().message();
+  // The destination notices on its next read (end of file) or on its next
+  // Ack (the source's side is shut down).
+  const std::string& why = out.destination.error().message();
+  EXPECT_TRUE(why.find("the source closed the connection") != std::string::npos ||
+              why.find("cannot send an Ack to the source") != std::string::npos)
+      << why;
   EXPECT_TRUE(IsPrefix(out.destination_qemu_bytes, s_.stream));
   EXPECT_LT(out.destination_qemu_bytes.size(), s_.stream.size());
 }
@@ -353,6 +378,196 @@ TEST_F(SessionTest, UnsupportedVersionIsRejectedWithAnError) {
   ASSERT_FALSE(session.has_value());
   EXPECT_EQ(session.error().code(), StatusCode::kVersionMismatch);
   EXPECT_NE(session.error().message().find("too new"), std::string::npos);
+}
+
+// ---- the stream budget (wire-protocol §6) ----
+
+TEST_F(SessionTest, SourceNeverHasMoreThanTheBudgetOfStreamBytesInFlight) {
+  // Four times as much stream, most of it elided (12 wire bytes per 4 KiB),
+  // into a destination QEMU that reads 16 KiB at a time and yields between
+  // reads: without a budget, megabytes of stream would be in flight.
+  Scenario s = MakeScenario({.ram_pages = 4000, .seed = 3});
+  RunOptions o = FastTimeouts();
+  o.source.max_stream_in_flight = 256 << 10;
+  o.source.qemu_read_chunk = 64 << 10;
+  o.destination_qemu.read_bytes = 16 << 10;
+  o.destination_qemu.before_read = [](std::uint64_t) { std::this_thread::yield(); };
+  o.after_offer = [&] {  // fallbacks hold output while the source waits
+    for (std::size_t k = 5; k < s.position_offsets.size(); k += 301) {
+      s.donor->MutablePage(0, s.position_offsets[k])[9] ^= 1;
+    }
+  };
+  auto out = RunMigration(s.stream, s.content.get(), s.donor.get(), o);
+  ASSERT_TRUE(out.source.has_value()) << Why(out.source);
+  ASSERT_TRUE(out.destination.has_value()) << Why(out.destination);
+  EXPECT_EQ(out.destination_qemu_bytes, s.stream);
+  const MigrationReport& r = *out.source;
+  EXPECT_GT(r.fallbacks, 0u);
+  EXPECT_GT(r.max_stream_in_flight, 0u);
+  EXPECT_LE(r.max_stream_in_flight, o.source.max_stream_in_flight) << r.Summary();
+  EXPECT_GT(r.budget_waits, 0u) << r.Summary();
+  EXPECT_EQ(r.pages_elided(), s.expect_by_position + s.expect_by_content);
+}
+
+TEST_F(SessionTest, WithoutABudgetTheSourceReadsAheadOfTheDestination) {
+  // The same migration with the limit off (version 1 behaviour): the counter
+  // shows what the budget prevents.
+  Scenario s = MakeScenario({.ram_pages = 4000, .seed = 3});
+  RunOptions o = FastTimeouts();
+  o.source.max_stream_in_flight = 0;
+  o.source.qemu_read_chunk = 64 << 10;
+  o.destination_qemu.read_bytes = 16 << 10;
+  o.destination_qemu.before_read = [](std::uint64_t) { std::this_thread::yield(); };
+  auto out = RunMigration(s.stream, s.content.get(), s.donor.get(), o);
+  ASSERT_TRUE(out.source.has_value()) << Why(out.source);
+  EXPECT_EQ(out.destination_qemu_bytes, s.stream);
+  EXPECT_GT(out.source->max_stream_in_flight, std::uint64_t{256} << 10) << out.source->Summary();
+  EXPECT_EQ(out.source->budget_waits, 0u);
+}
+
+TEST_F(SessionTest, StalledDestinationQemuStopsTheSourceReadingItsQemu) {
+  // The destination QEMU stops reading after 1 MiB until the test lets it
+  // go on. The source must then stop reading its QEMU within the budget
+  // (plus what the two QEMU sockets hold), not buffer the stream.
+  Scenario s = MakeScenario({.ram_pages = 6000, .seed = 4});
+  constexpr std::uint64_t kStallAt = 1 << 20;
+  constexpr std::uint64_t kBudget = 1 << 20;
+  // Two unix socket buffers (about 200 KiB each here) and one read of each
+  // fake, with room to spare; far below the stream.
+  constexpr std::uint64_t kSocketSlack = 2 << 20;
+  ASSERT_GT(s.stream.size(), 4 * (kStallAt + kBudget + kSocketSlack));
+  RunOptions o = FastTimeouts();
+  o.source.max_stream_in_flight = kBudget;
+  o.source.qemu_read_chunk = 64 << 10;
+  o.source_qemu_chunk = 4096;
+  std::atomic<std::uint64_t> written{0};
+  o.source_qemu_written = &written;
+  Gate gate;
+  std::atomic<bool> stalled{false};
+  o.destination_qemu.before_read = [&](std::uint64_t got) {
+    if (got >= kStallAt && !stalled.exchange(true)) gate.Wait();
+  };
+  // Watches the source QEMU's progress; once it stopped (no byte accepted
+  // for a second), or after 15 s at most, records it and opens the gate.
+  std::uint64_t written_at_stall = 0;
+  std::thread watcher([&] {
+    std::uint64_t last = written.load();
+    int quiet = 0;
+    for (int i = 0; i < 300 && quiet < 20; ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      const std::uint64_t now = written.load();
+      quiet = (stalled.load() && now == last) ? quiet + 1 : 0;
+      last = now;
+    }
+    written_at_stall = written.load();
+    gate.Open();
+  });
+  auto out = RunMigration(s.stream, s.content.get(), s.donor.get(), o);
+  watcher.join();
+  ASSERT_TRUE(out.source.has_value()) << Why(out.source);
+  ASSERT_TRUE(out.destination.has_value()) << Why(out.destination);
+  EXPECT_EQ(out.destination_qemu_bytes, s.stream);
+  EXPECT_TRUE(stalled.load());
+  std::printf("  the source QEMU stopped after %llu of %zu stream bytes\n",
+              static_cast<unsigned long long>(written_at_stall), s.stream.size());
+  EXPECT_LE(written_at_stall, kStallAt + kBudget + kSocketSlack)
+      << "the source QEMU wrote " << written_at_stall << " of " << s.stream.size()
+      << " bytes while the destination QEMU read nothing";
+  EXPECT_LE(out.source->max_stream_in_flight, kBudget);
+  EXPECT_GT(out.source->budget_waits, 0u);
+}
+
+TEST_F(SessionTest, BudgetSmallerThanTwoReadsIsRefused) {
+  auto pair = wire::ConnectionPair();
+  ASSERT_TRUE(pair.has_value());
+  SourceOptions options;
+  options.qemu_read_chunk = 256 << 10;
+  options.max_stream_in_flight = 300 << 10;
+  auto session = SourceSession::Connect(std::move(pair->first), s_.content.get(),
+                                        {"vm", test::TestKind(), 0}, options);
+  ASSERT_FALSE(session.has_value());
+  EXPECT_EQ(session.error().code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(session.error().message().find("max_stream_in_flight"), std::string::npos)
+      << session.error().message();
+}
+
+TEST_F(SessionTest, PreviousVersionSourceIsAnsweredInItsVersionWithShortAcks) {
+  // A version 1 source: the destination answers Hello 1 and sends 8-byte Acks.
+  Scenario s = MakeScenario({.ram_pages = 20, .return_path = false, .seed = 5});
+  auto pair = wire::ConnectionPair();
+  auto qemu = wire::ConnectionPair();
+  ASSERT_TRUE(pair.has_value() && qemu.has_value());
+  test::FakeDestinationQemu fake(std::move(qemu->first), s.stream.size(), false);
+  std::thread dst([&] {
+    auto session = DestinationSession::Accept(std::move(pair->second));
+    ASSERT_TRUE(session.has_value()) << session.error().message();
+    ASSERT_TRUE((*session)->Offer(s.content.get(), s.donor.get()).ok());
+    (void)(*session)->Run(std::move(qemu->second));  // fails when the test hangs up
+  });
+  const Deadline deadline = Deadline::After(std::chrono::seconds(10));
+  wire::FrameWriter writer(pair->first.get(), std::chrono::seconds(10));
+  wire::FrameReader reader(pair->first.get(), "destination");
+  wire::Prepare prepare;
+  prepare.migration_id = 7;
+  prepare.catalog_checksum = s.content->checksum();
+  prepare.catalog_entries = s.content->size();
+  prepare.window_pages = 4;  // an Ack after every reference resolved
+  prepare.vm_name = "vm";
+  prepare.kind = s.content->kind();
+  wire::FrameBuffer b;
+  b.Append(wire::FrameType::kHello, wire::Hello{1, wire::Role::kSource}.Encode());
+  b.Append(wire::FrameType::kPrepare, prepare.Encode());
+  ASSERT_TRUE(writer.Write(b).ok());
+  auto hello = reader.Next(std::chrono::seconds(10), "AwaitHello");
+  ASSERT_TRUE(hello.has_value()) << hello.error().message();
+  ASSERT_EQ(hello->type, wire::FrameType::kHello);
+  EXPECT_EQ(wire::Hello::Decode(hello->payload)->version, 1);
+  auto avail = reader.Next(std::chrono::seconds(10), "AwaitAvailability");
+  ASSERT_TRUE(avail.has_value()) << avail.error().message();
+  ASSERT_EQ(avail->type, wire::FrameType::kAvailability);
+  // One reference to content the donor offered, with the bytes before it.
+  const std::uint32_t index = s.content->Find(HashPage(s.donor->MutablePage(0, 0)));
+  ASSERT_NE(index, kNoContent);
+  std::vector<std::uint8_t> refs;
+  wire::AppendRefsHeader(&refs, 0, 1);
+  refs.resize(refs.size() + wire::kRefEntrySize);
+  wire::StoreRefEntry(refs.data() + wire::kRefsFixedSize, {0, index});
+  const std::uint8_t data[1] = {0x51};
+  wire::FrameBuffer f;
+  f.Append(wire::FrameType::kData, data);
+  f.Append(wire::FrameType::kRefs, refs);
+  ASSERT_TRUE(writer.Write(f).ok());
+  auto ack = reader.Next(std::chrono::seconds(10), "Streaming");
+  ASSERT_TRUE(ack.has_value()) << ack.error().message();
+  ASSERT_EQ(ack->type, wire::FrameType::kAck);
+  EXPECT_EQ(ack->payload.size(), wire::kAckPayloadSizeV1);
+  auto decoded = wire::Ack::Decode(ack->payload, 1);
+  ASSERT_TRUE(decoded.has_value()) << decoded.error().message();
+  EXPECT_EQ(decoded->next_seq, 1u);
+  (void)deadline;
+  pair->first->Shutdown();
+  dst.join();
+}
+
+TEST_F(SessionTest, SourceRefusesADestinationThatAnswersAnotherVersion) {
+  auto pair = wire::ConnectionPair();
+  ASSERT_TRUE(pair.has_value());
+  std::thread dst([&] {
+    wire::FrameReader reader(pair->second.get(), "source");
+    auto hello = reader.Next(std::chrono::seconds(10), "AwaitHello");
+    ASSERT_TRUE(hello.has_value()) << hello.error().message();
+    wire::FrameBuffer b;
+    b.Append(wire::FrameType::kHello, wire::Hello{1, wire::Role::kDestination}.Encode());
+    ASSERT_TRUE(pair->second->WriteAll(b.bytes(), Deadline::After(std::chrono::seconds(5))).ok());
+  });
+  auto session = SourceSession::Connect(std::move(pair->first), s_.content.get(),
+                                        {"vm", test::TestKind(), 0});
+  dst.join();
+  ASSERT_FALSE(session.has_value());
+  EXPECT_EQ(session.error().code(), StatusCode::kVersionMismatch);
+  EXPECT_NE(session.error().message().find("answered protocol version 1 to version 2"),
+            std::string::npos)
+      << session.error().message();
 }
 
 }  // namespace

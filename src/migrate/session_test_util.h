@@ -8,6 +8,7 @@
 #ifndef ESCDR_MIGRATE_SESSION_TEST_UTIL_H_
 #define ESCDR_MIGRATE_SESSION_TEST_UTIL_H_
 
+#include <atomic>
 #include <cstdint>
 #include <cstring>
 #include <functional>
@@ -190,11 +191,15 @@ inline std::vector<std::uint8_t> ShutMessage(std::uint32_t v = 0) {
 // Plays the source QEMU: writes `stream` in `chunk`-byte writes, then (return
 // path on) reads until `expect_back` bytes came back or the socket closed,
 // then closes its socket.
+//
+// `written`, if set, counts the stream bytes the session has accepted.
 class FakeSourceQemu {
  public:
   FakeSourceQemu(std::unique_ptr<wire::Connection> conn, std::span<const std::uint8_t> stream,
-                 std::size_t expect_back, std::size_t chunk = 100000)
+                 std::size_t expect_back, std::size_t chunk = 100000,
+                 std::atomic<std::uint64_t>* written = nullptr)
       : conn_(std::move(conn)),
+        written_(written),
         thread_([this, stream, expect_back, chunk] { Play(stream, expect_back, chunk); }) {}
   ~FakeSourceQemu() { Join(); }
   void Join() {
@@ -207,8 +212,9 @@ class FakeSourceQemu {
   void Play(std::span<const std::uint8_t> stream, std::size_t expect_back, std::size_t chunk) {
     const Deadline deadline = Deadline::After(std::chrono::seconds(60));
     for (std::size_t at = 0; at < stream.size() && write_status_.ok(); at += chunk) {
-      write_status_ = conn_->WriteAll(stream.subspan(at, std::min(chunk, stream.size() - at)),
-                                      deadline);
+      const std::size_t n = std::min(chunk, stream.size() - at);
+      write_status_ = conn_->WriteAll(stream.subspan(at, n), deadline);
+      if (write_status_.ok() && written_ != nullptr) written_->fetch_add(n);
     }
     std::vector<std::uint8_t> buf(4096);
     while (expect_back > 0 && back_.size() < expect_back) {
@@ -220,9 +226,18 @@ class FakeSourceQemu {
   }
 
   std::unique_ptr<wire::Connection> conn_;
+  std::atomic<std::uint64_t>* written_;
   std::vector<std::uint8_t> back_;
   Status write_status_;
   std::thread thread_;
+};
+
+// How a fake destination QEMU reads: at most `read_bytes` per read, and
+// `before_read(bytes received so far)` is called before each read (a test may
+// block in it to stall the QEMU, or sleep to slow it down).
+struct DestinationQemuPace {
+  std::size_t read_bytes = 1 << 16;
+  std::function<void(std::uint64_t)> before_read;
 };
 
 // Plays the destination QEMU: reads the stream; after its first read writes
@@ -232,8 +247,10 @@ class FakeDestinationQemu {
  public:
   FakeDestinationQemu(std::unique_ptr<wire::Connection> conn, std::size_t stream_size,
                       bool return_path, std::vector<std::uint8_t> pong = PongMessage(),
-                      std::vector<std::uint8_t> shut = ShutMessage())
+                      std::vector<std::uint8_t> shut = ShutMessage(),
+                      DestinationQemuPace pace = {})
       : conn_(std::move(conn)),
+        pace_(std::move(pace)),
         thread_([this, stream_size, return_path, pong, shut] {
           Play(stream_size, return_path, pong, shut);
         }) {}
@@ -247,13 +264,14 @@ class FakeDestinationQemu {
   void Play(std::size_t stream_size, bool return_path, const std::vector<std::uint8_t>& pong,
             const std::vector<std::uint8_t>& shut) {
     const Deadline deadline = Deadline::After(std::chrono::seconds(60));
-    std::vector<std::uint8_t> buf(1 << 16);
+    std::vector<std::uint8_t> buf(pace_.read_bytes);
     bool ponged = !return_path;
     for (;;) {
       if (return_path && got_.size() >= stream_size) {
         (void)conn_->WriteAll(shut, deadline);
         break;
       }
+      if (pace_.before_read) pace_.before_read(got_.size());
       auto n = conn_->ReadSome(buf, deadline);
       if (!n.has_value() || *n == 0) break;
       got_.insert(got_.end(), buf.begin(), buf.begin() + *n);
@@ -266,6 +284,7 @@ class FakeDestinationQemu {
   }
 
   std::unique_ptr<wire::Connection> conn_;
+  DestinationQemuPace pace_;
   std::vector<std::uint8_t> got_;
   std::thread thread_;
 };
@@ -285,6 +304,9 @@ struct RunOptions {
   bool source_has_catalog = true;
   bool destination_offers = true;  // false: Offer(nullptr, nullptr)
   std::size_t source_qemu_chunk = 100000;
+  // Counts the stream bytes the source session accepted from its QEMU.
+  std::atomic<std::uint64_t>* source_qemu_written = nullptr;
+  DestinationQemuPace destination_qemu;
   std::vector<std::uint8_t> shut = ShutMessage();
   // Wraps the source agent's connection to the destination (fault injection).
   std::function<std::unique_ptr<wire::Connection>(std::unique_ptr<wire::Connection>)> wrap_source_peer;
@@ -322,8 +344,10 @@ inline Outcome RunMigration(std::span<const std::uint8_t> stream, const StaticCo
   const std::size_t expect_back = o.return_path ? PongMessage().size() + o.shut.size() : 0;
   std::optional<FakeSourceQemu> fake_src;
   std::optional<FakeDestinationQemu> fake_dst;
-  fake_src.emplace(std::move(src_qemu->first), stream, expect_back, o.source_qemu_chunk);
-  fake_dst.emplace(std::move(dst_qemu->first), stream.size(), o.return_path, PongMessage(), o.shut);
+  fake_src.emplace(std::move(src_qemu->first), stream, expect_back, o.source_qemu_chunk,
+                   o.source_qemu_written);
+  fake_dst.emplace(std::move(dst_qemu->first), stream.size(), o.return_path, PongMessage(), o.shut,
+                   o.destination_qemu);
 
   std::thread dest([&] {
     auto peer = listener->Accept(Deadline::After(std::chrono::seconds(30)));

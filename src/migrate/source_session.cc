@@ -1,6 +1,7 @@
 #include "escdr/migrate/source_session.h"
 
 #include <atomic>
+#include <condition_variable>
 #include <cstring>
 #include <mutex>
 #include <optional>
@@ -96,6 +97,12 @@ class SourceSession::Impl final : public StreamVisitor {
   // The receiver state machine: consumes one frame from the destination.
   // `from_peer` is set when the error is the destination's own report.
   Status Step(const wire::FrameView& frame, bool* from_peer);
+  // Waits until the next read of qemu_read_chunk bytes fits the stream
+  // budget (wire-protocol §6), sending keepalives meanwhile. Returns early,
+  // OK, if the session failed. Timeout if the destination reports no
+  // progress for idle_timeout.
+  Status WaitForBudget();
+  void NotifyFlow();
   void CloseOpenFrame();
   Status FlushOut();
   void MaybeKeepalive();
@@ -134,6 +141,14 @@ class SourceSession::Impl final : public StreamVisitor {
   migrate_internal::PageRing window_;
   std::uint64_t next_seq_ = 0;  // guarded by window_mu_
   std::uint64_t acked_ = 0;     // guarded by window_mu_
+
+  // The stream budget (§6). stream_read_ is written by the forward path,
+  // delivered_ by the back path (from Acks); flow_cv_ wakes the forward path
+  // when delivered_ grows or the session fails.
+  std::mutex flow_mu_;
+  std::condition_variable flow_cv_;
+  std::atomic<std::uint64_t> stream_read_{0};
+  std::atomic<std::uint64_t> delivered_{0};
 
   // Back path (its own thread until joined).
   std::optional<wire::DestinationResult> result_;
@@ -180,9 +195,10 @@ Status SourceSession::Impl::HandshakeSteps(bool* from_peer) {
         return Status::ProtocolError("the destination's Hello does not have the destination role");
       }
       if (h.version != wire::kProtocolVersion) {
-        return Status::ProtocolError(fmt::format(
-            "the destination answered protocol version {} to version {}", h.version,
-            wire::kProtocolVersion));
+        return Status::VersionMismatch(fmt::format(
+            "the destination answered protocol version {} to version {}, which this agent "
+            "requires",
+            h.version, wire::kProtocolVersion));
       }
     } else {
       if (f.type != FrameType::kAvailability) return Unexpected(f.type, state);
@@ -213,9 +229,17 @@ void SourceSession::Impl::ShutdownConnections() {
   if (qemu_) qemu_->Shutdown();
 }
 
+void SourceSession::Impl::NotifyFlow() {
+  // Taking the lock orders this wake-up after a waiter's check of its
+  // condition, so it cannot be lost.
+  { std::lock_guard<std::mutex> lock(flow_mu_); }
+  flow_cv_.notify_all();
+}
+
 void SourceSession::Impl::Fail(Status s, bool tell_peer) {
   if (!failure_.Set(s)) return;
   state_ = State::kAborted;
+  NotifyFlow();
   if (tell_peer) {
     (void)writer_.TryWriteFrame(FrameType::kError, wire::EncodeError(s), kBestEffortWrite);
   }
@@ -230,6 +254,7 @@ void SourceSession::Impl::Cancel(const std::string& reason) {
   Status s = Status::Aborted(fmt::format("migration cancelled on the source: {}", reason));
   if (!failure_.Set(s)) return;
   state_ = State::kAborted;
+  NotifyFlow();
   (void)writer_.TryWriteFrame(FrameType::kAbort, wire::EncodeAbort(reason), kBestEffortWrite);
   ShutdownConnections();
 }
@@ -276,10 +301,51 @@ void SourceSession::Impl::MaybeKeepalive() {
   if (!s.ok()) Fail(s.WithContext("cannot send a keepalive to the destination"), false);
 }
 
+Status SourceSession::Impl::WaitForBudget() {
+  const std::uint64_t budget = options_.max_stream_in_flight;
+  const std::uint64_t read = report_.stream_bytes;
+  auto fits = [&] {
+    return read + options_.qemu_read_chunk <= delivered_.load() + budget || failure_.failed();
+  };
+  if (budget == 0 || fits()) return Status::OK();
+  const auto start = MonotonicClock::now();
+  ++report_.budget_waits;
+  std::uint64_t seen = delivered_.load();
+  auto progress_at = start;
+  std::unique_lock<std::mutex> lock(flow_mu_);
+  while (!fits()) {
+    const auto now = MonotonicClock::now();
+    if (delivered_.load() != seen) {
+      seen = delivered_.load();
+      progress_at = now;
+    } else if (now - progress_at >= options_.idle_timeout) {
+      return Status::Timeout(fmt::format(
+          "the destination reported no stream bytes written to its QEMU for {} s, with {} bytes "
+          "of the stream in flight (budget {} bytes)",
+          options_.idle_timeout.count() / 1000.0, read - seen, budget));
+    }
+    // Bounded waits: a keepalive may fall due while the peer is slow.
+    flow_cv_.wait_for(lock, std::min<milliseconds>(options_.keepalive_interval,
+                                                   options_.idle_timeout));
+    lock.unlock();
+    MaybeKeepalive();
+    lock.lock();
+  }
+  report_.budget_wait_time += std::chrono::duration_cast<std::chrono::microseconds>(
+      MonotonicClock::now() - start);
+  return Status::OK();
+}
+
 void SourceSession::Impl::ForwardLoop() {
   StreamParser parser(this);
   std::vector<std::uint8_t> buf(options_.qemu_read_chunk);
   for (;;) {
+    if (failure_.failed()) return;
+    Status budget = WaitForBudget();
+    if (!budget.ok()) {
+      Fail(budget, true);
+      return;
+    }
     if (failure_.failed()) return;
     auto got = qemu_->ReadSome(buf, Deadline::After(options_.keepalive_interval));
     if (failure_.failed()) return;
@@ -295,6 +361,9 @@ void SourceSession::Impl::ForwardLoop() {
     }
     if (*got == 0) break;
     report_.stream_bytes += *got;
+    stream_read_.store(report_.stream_bytes);
+    report_.max_stream_in_flight =
+        std::max(report_.max_stream_in_flight, report_.stream_bytes - delivered_.load());
     chunk_ = std::span<const std::uint8_t>(buf.data(), *got);
     Status s = parser.Feed(chunk_);
     if (!s.ok()) {
@@ -474,13 +543,28 @@ Status SourceSession::Impl::Step(const wire::FrameView& f, bool* from_peer) {
     case FrameType::kAck: {
       if (state != State::kStreaming && state != State::kAwaitResult) break;
       ESCDR_ASSIGN_OR_RETURN(wire::Ack ack, wire::Ack::Decode(f.payload));
-      std::lock_guard<std::mutex> lock(window_mu_);
-      if (ack.next_seq < acked_ || ack.next_seq > next_seq_) {
-        return Status::ProtocolError(fmt::format(
-            "Ack of {} is outside [{}, {}], the references acknowledged and sent", ack.next_seq,
-            acked_, next_seq_));
+      {
+        std::lock_guard<std::mutex> lock(window_mu_);
+        if (ack.next_seq < acked_ || ack.next_seq > next_seq_) {
+          return Status::ProtocolError(fmt::format(
+              "Ack of {} is outside [{}, {}], the references acknowledged and sent", ack.next_seq,
+              acked_, next_seq_));
+        }
+        acked_ = ack.next_seq;
       }
-      acked_ = ack.next_seq;
+      // Stream bytes read so far bound what can have been sent and delivered.
+      const std::uint64_t read = stream_read_.load();
+      const std::uint64_t delivered = delivered_.load();
+      if (ack.delivered_bytes < delivered || ack.delivered_bytes > read) {
+        return Status::ProtocolError(fmt::format(
+            "Ack reports {} stream bytes delivered, outside [{}, {}], the bytes reported before "
+            "and the bytes read from the source QEMU",
+            ack.delivered_bytes, delivered, read));
+      }
+      if (ack.delivered_bytes != delivered) {
+        delivered_.store(ack.delivered_bytes);
+        NotifyFlow();
+      }
       return Status::OK();
     }
     case FrameType::kPageRequest: {
@@ -536,6 +620,16 @@ Result<std::unique_ptr<SourceSession>> SourceSession::Connect(
     return Err(Status::InvalidArgument(fmt::format(
         "qemu_read_chunk {} must be positive and window_pages {} at most {}",
         options.qemu_read_chunk, options.window_pages, wire::kMaxWindowPages)));
+  }
+  // The parser may hold up to one record (< 8 KiB) that only the next read
+  // completes: the budget must leave room for it and a whole read.
+  const std::uint64_t min_budget =
+      std::max<std::uint64_t>(2 * std::uint64_t{options.qemu_read_chunk}, 64 << 10);
+  if (options.max_stream_in_flight != 0 && options.max_stream_in_flight < min_budget) {
+    return Err(Status::InvalidArgument(fmt::format(
+        "max_stream_in_flight {} is below {} (twice qemu_read_chunk, at least 64 KiB); 0 turns "
+        "the limit off",
+        options.max_stream_in_flight, min_budget)));
   }
   SourceParams p = params;
   if (p.migration_id == 0) p.migration_id = RandomId();

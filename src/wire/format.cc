@@ -61,7 +61,7 @@ std::size_t MaxPayloadLength(std::uint16_t type) {
     case FrameType::kRefs: return kRefsFixedSize + kRefEntrySize * kMaxRefsPerFrame;
     case FrameType::kPageRequest: return 8;
     case FrameType::kPageResponse: return kPageResponsePayloadSize;
-    case FrameType::kAck: return 8;
+    case FrameType::kAck: return kAckPayloadSize;
     case FrameType::kReturnPath: return kMaxReturnPathPayload;
     case FrameType::kEnd: return kEndPayloadSize;
     case FrameType::kResult: return kResultPayloadSize;

@@ -285,12 +285,23 @@ Result<PageResponseView> PageResponseView::Parse(std::span<const std::uint8_t> p
   return PageResponseView{LoadFixed64(payload.data()), payload.data() + 8};
 }
 
-std::vector<std::uint8_t> Ack::Encode() const { return EncodeU64s({next_seq}); }
+std::vector<std::uint8_t> Ack::Encode(std::uint16_t version) const {
+  if (version < 2) return EncodeU64s({next_seq});
+  return EncodeU64s({next_seq, delivered_bytes});
+}
 
-Result<Ack> Ack::Decode(std::span<const std::uint8_t> payload) {
+Result<Ack> Ack::Decode(std::span<const std::uint8_t> payload, std::uint16_t version) {
+  const std::size_t want = version < 2 ? kAckPayloadSizeV1 : kAckPayloadSize;
+  if (payload.size() != want) {
+    return Err(Status::ProtocolError(fmt::format(
+        "Ack payload has {} bytes, protocol version {} expects {}", payload.size(), version, want)));
+  }
   ByteReader r(payload, "Ack payload");
   Ack a;
   ESCDR_ASSIGN_OR_RETURN(a.next_seq, r.GetFixed64("next_seq"));
+  if (version >= 2) {
+    ESCDR_ASSIGN_OR_RETURN(a.delivered_bytes, r.GetFixed64("delivered_bytes"));
+  }
   ESCDR_RETURN_IF_ERROR(r.ExpectEnd());
   return a;
 }

@@ -206,6 +206,29 @@ TEST(MessagesTest, PageRequestResponseAndAckRoundTrip) {
   EXPECT_EQ(a->next_seq, 999u);
 }
 
+TEST(MessagesTest, AckCarriesDeliveredBytesFromVersionTwo) {
+  const Ack ack{12, 1u << 30};
+  auto v2 = ack.Encode();
+  EXPECT_EQ(v2.size(), kAckPayloadSize);
+  auto d2 = Ack::Decode(v2);
+  ASSERT_TRUE(d2.has_value()) << d2.error().message();
+  EXPECT_EQ(d2->next_seq, 12u);
+  EXPECT_EQ(d2->delivered_bytes, 1u << 30);
+  // Version 1: next_seq only; the other version's length is refused.
+  auto v1 = ack.Encode(1);
+  EXPECT_EQ(v1.size(), kAckPayloadSizeV1);
+  auto d1 = Ack::Decode(v1, 1);
+  ASSERT_TRUE(d1.has_value()) << d1.error().message();
+  EXPECT_EQ(d1->next_seq, 12u);
+  EXPECT_EQ(d1->delivered_bytes, 0u);
+  auto wrong = Ack::Decode(v1);
+  ASSERT_FALSE(wrong.has_value());
+  EXPECT_EQ(wrong.error().code(), StatusCode::kProtocolError);
+  EXPECT_NE(wrong.error().message().find("protocol version 2 expects 16"), std::string::npos)
+      << wrong.error().message();
+  EXPECT_FALSE(Ack::Decode(v2, 1).has_value());
+}
+
 TEST(MessagesTest, EndAndResultRoundTrip) {
   EndSummary e{1, 2, 3, 4, 5, 6, 7};
   auto eb = e.Encode();

@@ -85,6 +85,17 @@ struct MigrationReport {
   std::chrono::microseconds downtime{0};
   bool downtime_measured = false;
 
+  // ---- flow control (source only; 0 on the destination) ----
+  // The most stream bytes the source had read from its QEMU but the
+  // destination had not yet reported written to its QEMU (wire-protocol §6,
+  // the stream budget), sampled after every read. At most
+  // SourceOptions::max_stream_in_flight when that is set.
+  std::uint64_t max_stream_in_flight = 0;
+  // Times the source stopped reading its QEMU because the budget was used
+  // up, and how long it waited in total.
+  std::uint64_t budget_waits = 0;
+  std::chrono::microseconds budget_wait_time{0};
+
   // Payload bytes that did not cross the network.
   std::uint64_t bytes_saved_by_position() const { return pages_by_position * kPageSize; }
   std::uint64_t bytes_saved_by_content() const { return pages_by_content * kPageSize; }

@@ -50,8 +50,19 @@ struct SourceOptions {
   std::size_t max_data_frame = std::size_t{1} << 20;
   // Bytes read from the source QEMU per read. Default 256 KiB.
   std::size_t qemu_read_chunk = std::size_t{256} << 10;
-  // A frame from the destination must arrive at least this often, and each
-  // write must finish within it. Default 30 s.
+  // The stream budget (wire-protocol §6): the most stream bytes read from the
+  // source QEMU that the destination has not yet reported written to its
+  // QEMU. While a further read could exceed it, the source stops reading its
+  // QEMU (it keeps answering the destination), so QEMU's own socket blocks
+  // and QEMU sees the end-to-end rate, and the stream left to load when the
+  // VM stops is at most this much. Default 8 MiB: 67 ms at 125 MB/s, enough
+  // to keep a path with up to ~60 ms of round trip full at that rate. 0 = no
+  // limit (the behaviour of protocol version 1). Otherwise at least
+  // max(2 * qemu_read_chunk, 64 KiB).
+  std::uint64_t max_stream_in_flight = std::uint64_t{8} << 20;
+  // A frame from the destination must arrive at least this often, each
+  // write must finish within it, and while the budget is used up the
+  // destination must report progress within it. Default 30 s.
   std::chrono::milliseconds idle_timeout{30000};
   // How long Connect() waits for Availability (the destination scans its
   // donor first). Default 300 s.

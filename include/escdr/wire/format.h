@@ -24,7 +24,9 @@ namespace escdr::wire {
 // §3.1: "ESCDRWIR" as it appears on the wire (u64 little-endian).
 inline constexpr std::uint64_t kHelloMagic = 0x5249575244435345ull;
 // §7: the version this build speaks; it also accepts kProtocolVersion - 1.
-inline constexpr std::uint16_t kProtocolVersion = 1;
+// Version 2 added the Ack's delivered_bytes (§3.7) and the source's stream
+// budget (§6).
+inline constexpr std::uint16_t kProtocolVersion = 2;
 
 inline constexpr std::size_t kFrameHeaderSize = 16;
 inline constexpr std::uint16_t kOptionalFrameBit = 0x8000;
@@ -66,6 +68,9 @@ inline constexpr std::size_t kRefsFixedSize = 16;
 inline constexpr std::size_t kRefEntrySize = 12;
 inline constexpr std::uint32_t kMaxRefsPerFrame = 8192;
 inline constexpr std::size_t kPageResponsePayloadSize = 8 + 4096;
+// §3.7: {next_seq, delivered_bytes}; version 1 had next_seq only.
+inline constexpr std::size_t kAckPayloadSize = 16;
+inline constexpr std::size_t kAckPayloadSizeV1 = 8;
 inline constexpr std::size_t kMaxReturnPathPayload = 1u << 20;
 inline constexpr std::size_t kEndPayloadSize = 56;
 inline constexpr std::size_t kResultPayloadSize = 48;

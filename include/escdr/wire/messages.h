@@ -121,11 +121,19 @@ struct PageResponseView {
   static Result<PageResponseView> Parse(std::span<const std::uint8_t> payload);
 };
 
-// §3.7
+// §3.7. The payload depends on the protocol version the two sides agreed
+// on: version 1 carries next_seq only (delivered_bytes reads as 0), version 2
+// both fields.
 struct Ack {
   std::uint64_t next_seq = 0;
-  std::vector<std::uint8_t> Encode() const;
-  static Result<Ack> Decode(std::span<const std::uint8_t> payload);
+  // Stream bytes the destination has written to its QEMU so far (version 2).
+  std::uint64_t delivered_bytes = 0;
+
+  // REQUIRES: version is 1 or 2.
+  std::vector<std::uint8_t> Encode(std::uint16_t version = kProtocolVersion) const;
+  // Errors: ProtocolError for a length other than the version's.
+  static Result<Ack> Decode(std::span<const std::uint8_t> payload,
+                            std::uint16_t version = kProtocolVersion);
 };
 
 // §3.9
