@@ -2,6 +2,7 @@
 
 #include <atomic>
 #include <condition_variable>
+#include <deque>
 #include <cstring>
 #include <mutex>
 #include <optional>
@@ -52,6 +53,7 @@ std::uint64_t RandomId() {
 }
 
 constexpr milliseconds kBestEffortWrite{1000};
+constexpr std::size_t kMaxZeroMarks = 4096;
 
 }  // namespace
 
@@ -86,6 +88,8 @@ class SourceSession::Impl final : public StreamVisitor {
     ++report_.zero_records;
     return Status::OK();
   }
+  // Every byte the parser reports is sent by the FlushOut() that follows.
+  void CountReported(std::size_t n) { reported_bytes_ += n; }
   Status OnPhase(StreamPhase phase) override {
     if (phase == StreamPhase::kRamComplete) ram_complete_at_ = MonotonicClock::now();
     return Status::OK();
@@ -149,6 +153,16 @@ class SourceSession::Impl final : public StreamVisitor {
   std::condition_variable flow_cv_;
   std::atomic<std::uint64_t> stream_read_{0};
   std::atomic<std::uint64_t> delivered_{0};
+  // Forward path only. A ZERO record is 9 stream bytes but a whole page for
+  // the destination QEMU to write: the budget counts it as kPageSize until
+  // the destination has delivered it. zero_marks_ holds (stream bytes sent,
+  // ZERO records among them) after each read; a full queue merges into its
+  // last mark, which only delays the release of those records.
+  std::uint64_t reported_bytes_ = 0;
+  std::deque<std::pair<std::uint64_t, std::uint64_t>> zero_marks_;
+  std::uint64_t zeros_delivered_ = 0;
+  // Stream bytes plus kPageSize per ZERO record read and not yet delivered.
+  std::uint64_t InFlightCost();
 
   // Back path (its own thread until joined).
   std::optional<wire::DestinationResult> result_;
@@ -301,11 +315,20 @@ void SourceSession::Impl::MaybeKeepalive() {
   if (!s.ok()) Fail(s.WithContext("cannot send a keepalive to the destination"), false);
 }
 
+std::uint64_t SourceSession::Impl::InFlightCost() {
+  const std::uint64_t delivered = delivered_.load();
+  while (!zero_marks_.empty() && zero_marks_.front().first <= delivered) {
+    zeros_delivered_ = zero_marks_.front().second;
+    zero_marks_.pop_front();
+  }
+  return report_.stream_bytes - delivered + (report_.zero_records - zeros_delivered_) * kPageSize;
+}
+
 Status SourceSession::Impl::WaitForBudget() {
   const std::uint64_t budget = options_.max_stream_in_flight;
   const std::uint64_t read = report_.stream_bytes;
   auto fits = [&] {
-    return read + options_.qemu_read_chunk <= delivered_.load() + budget || failure_.failed();
+    return InFlightCost() + options_.qemu_read_chunk <= budget || failure_.failed();
   };
   if (budget == 0 || fits()) return Status::OK();
   const auto start = MonotonicClock::now();
@@ -375,6 +398,15 @@ void SourceSession::Impl::ForwardLoop() {
       Fail(s.WithContext("cannot send to the destination"), true);
       return;
     }
+    const std::uint64_t zeros_marked = zero_marks_.empty() ? zeros_delivered_
+                                                            : zero_marks_.back().second;
+    if (report_.zero_records != zeros_marked) {
+      if (zero_marks_.size() < kMaxZeroMarks) {
+        zero_marks_.emplace_back(reported_bytes_, report_.zero_records);
+      } else {
+        zero_marks_.back() = {reported_bytes_, report_.zero_records};
+      }
+    }
   }
   chunk_ = {};
   Status s = parser.Finish();
@@ -425,6 +457,7 @@ Status SourceSession::Impl::FlushOut() {
 }
 
 Status SourceSession::Impl::OnBytes(std::span<const std::uint8_t> bytes) {
+  CountReported(bytes.size());
   while (!bytes.empty()) {
     if (out_.frame_open() && out_.open_type() != FrameType::kData) CloseOpenFrame();
     if (!out_.frame_open()) out_.Begin(FrameType::kData);
@@ -456,6 +489,8 @@ Status SourceSession::Impl::OnPage(std::uint32_t block, std::uint64_t offset,
   ++report_.page_records;
   const std::span<const std::uint8_t> page(data, kPageSize);
   if (!eliding_) return OnBytes(page);
+  // From here the page is either sent through OnBytes (which counts it) or
+  // elided (counted below).
   const std::uint32_t index = content_->Find(HashPage(data));
   if (index == kNoContent || !wire::BitmapTest(availability_.bitmap, index)) return OnBytes(page);
 
@@ -475,6 +510,7 @@ Status SourceSession::Impl::OnPage(std::uint32_t block, std::uint64_t offset,
     ++report_.pages_window_full;
     return OnBytes(page);
   }
+  CountReported(kPageSize);
   const int handle = block < block_handles_.size() ? block_handles_[block] : -1;
   if (handle >= 0 && content_->ContentAt(handle, offset / kPageSize) == index) {
     ++report_.pages_by_position;
