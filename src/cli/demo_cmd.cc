@@ -1,0 +1,668 @@
+// `escdr demo`: the project's main job, end to end on one machine
+// (docs/cli-demo.md).
+//
+// Three agents (this binary, `escdr agent`) stand for three hosts and share
+// one SQLite inventory in a temporary directory; four VMs of one kind are
+// placed by the inventory; the static-page catalog is learned from three of
+// them; the fourth migrates once with ESCDR and once with --no-escdr, and the
+// two are printed side by side. Every step runs the escdr binary itself as a
+// child process with --json, and shows the command, so the demo doubles as a
+// tour of the CLI.
+//
+// The demo owns everything it starts: the agents (by pid), the VMs (stopped
+// through the agents, then killed by the pids the agents recorded), and its
+// two temporary directories (state under $TMPDIR or /tmp, guest RAM under
+// /dev/shm). Cleanup runs on success, on error, and on SIGINT/SIGTERM/SIGHUP;
+// the child processes run in their own process groups so that a Ctrl-C
+// reaches only the demo, which forwards it to the command in progress (a
+// migration then cancels cleanly) and then cleans up. --keep leaves it all
+// running after a successful run and prints how to stop it.
+#include <signal.h>
+#include <sys/prctl.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <memory>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include "agent/json_util.h"
+#include "agent/vm_process.h"
+#include "agent/vm_records.h"
+#include "cli/command.h"
+#include "escdr/base/vm_kind.h"
+#include "escdr/qemu/serial_log.h"
+#include "escdr/sys/clock.h"
+#include "escdr/sys/subprocess.h"
+#include "escdr/sys/temp_dir.h"
+#include "escdr/sys/unique_fd.h"
+
+namespace escdr::cli {
+namespace {
+
+using agent::StringOr;
+using agent::U64Or;
+using nlohmann::json;
+using std::chrono::milliseconds;
+using std::chrono::seconds;
+
+// The signal that asked the demo to stop (0: none).
+std::atomic<int> g_signal{0};
+void OnSignal(int sig) { g_signal.store(sig); }
+
+// The test guest as one VmKind (the same as the tests use).
+const VmKind kKind{"debian", "12", "qemu", "7.2"};
+constexpr int kHosts = 3;
+constexpr int kVms = 4;
+constexpr int kLearnFrom = 3;  // demo-1..demo-3; demo-4 migrates
+
+struct DemoArgs {
+  std::string guest;
+  std::uint32_t memory_mib = 256;
+  bool kaslr = false;
+  bool keep = false;
+  bool json = false;  // `escdr demo --json`, the same as `escdr --json demo`
+};
+
+// "a b 'c d'": an argument list as a shell would need it.
+std::string ShellJoin(const std::vector<std::string>& args) {
+  std::string out;
+  for (const std::string& a : args) {
+    if (!out.empty()) out += ' ';
+    const bool plain = !a.empty() && a.find_first_not_of(
+                                         "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                                         "0123456789-_./:=,+@%") == std::string::npos;
+    out += plain ? a : "'" + a + "'";
+  }
+  return out;
+}
+
+// The last non-empty line of `text` (a CLI's "escdr: <message>").
+std::string LastLine(const std::string& text) {
+  std::size_t end = text.find_last_not_of("\r\n ");
+  if (end == std::string::npos) return "";
+  std::size_t begin = text.rfind('\n', end);
+  begin = begin == std::string::npos ? 0 : begin + 1;
+  return text.substr(begin, end - begin + 1);
+}
+
+std::string Pct(double part, double whole) {
+  return whole > 0 ? fmt::format("{:.1f}%", 100.0 * part / whole) : "-";
+}
+
+bool ProcessExists(pid_t pid) { return pid > 0 && (::kill(pid, 0) == 0 || errno == EPERM); }
+
+class Demo {
+ public:
+  explicit Demo(DemoArgs args) : args_(std::move(args)), out_(args_.json ? stderr : stdout) {}
+
+  // The whole demo; the comparison (JSON) on success.
+  Result<json> Run();
+  // Stops and removes everything the demo started (or, with keep, says how).
+  Status Cleanup(bool keep);
+
+ private:
+  struct AgentProc {
+    std::string host;
+    std::string state_dir;
+    std::string address;
+    Subprocess process;
+  };
+  struct DemoVm {
+    std::string name;
+    std::string host;
+    std::int64_t pid = 0;
+    std::string ram_path;
+    std::string serial_log;
+  };
+
+  template <typename... T>
+  void Say(fmt::format_string<T...> f, T&&... a) {
+    std::fputs(fmt::format(f, std::forward<T>(a)...).c_str(), out_);
+    std::fputc('\n', out_);
+    std::fflush(out_);
+  }
+
+  Status Interrupted() const {
+    const int sig = g_signal.load();
+    if (sig == 0) return Status::OK();
+    return Status::Aborted(fmt::format("interrupted by {}", sigabbrev_np(sig) ? sigabbrev_np(sig) : "a signal"));
+  }
+
+  Status Prepare();
+  Status StartAgents();
+  Status CreateVms();
+  Status WaitForBoot();
+  Result<json> LearnCatalog();
+  Result<json> Migrate(const std::string& vm, std::vector<std::string> extra, bool escdr);
+  void PrintComparison(const json& escdr, const json& plain);
+
+  // Runs `escdr --db DB --state-dir DIR --json ARGS...`, showing `$ escdr
+  // ARGS...`, and returns its JSON output. A Ctrl-C of the demo is forwarded
+  // (unless !interruptible) and ends the call with Aborted.
+  Result<json> Escdr(const std::vector<std::string>& args, seconds timeout, bool interruptible = true);
+
+  DemoArgs args_;
+  std::FILE* out_;
+  std::string self_;
+  std::string kernel_, initrd_;
+  TempDir root_, shm_;
+  std::string db_, cli_state_;
+  std::vector<AgentProc> agents_;
+  std::vector<DemoVm> vms_;
+  int runs_ = 0;
+};
+
+Result<json> Demo::Escdr(const std::vector<std::string>& args, seconds timeout, bool interruptible) {
+  if (interruptible) ESCDR_RETURN_IF_ERROR(Interrupted());
+  const int n = ++runs_;
+  SubprocessOptions o;
+  o.argv = {self_, "--db", db_, "--state-dir", cli_state_, "--json"};
+  o.argv.insert(o.argv.end(), args.begin(), args.end());
+  o.stdout_path = root_.File(fmt::format("cmd{}.out", n));
+  o.stderr_path = root_.File(fmt::format("cmd{}.err", n));
+  o.new_process_group = true;
+  Say("$ escdr {}", ShellJoin(args));
+  const std::string what = fmt::format("`escdr {}`", ShellJoin(args));
+  ESCDR_ASSIGN_OR_RETURN(Subprocess p, Subprocess::Spawn(o));
+  const Deadline deadline = Deadline::After(timeout);
+  std::optional<Deadline> kill_at;  // set once asked to stop
+  bool interrupted = false, timed_out = false;
+  ExitStatus exit;
+  for (;;) {
+    ESCDR_ASSIGN_OR_RETURN(std::optional<ExitStatus> st, p.TryWait());
+    if (st) {
+      exit = *st;
+      break;
+    }
+    if (!kill_at && ((interruptible && g_signal.load() != 0) || deadline.Expired())) {
+      interrupted = g_signal.load() != 0;
+      timed_out = !interrupted;
+      (void)p.Kill(SIGINT);  // escdr migrate cancels cleanly on SIGINT
+      kill_at = Deadline::After(seconds(60));
+    }
+    if (kill_at && kill_at->Expired()) (void)p.Kill(SIGKILL);
+    std::this_thread::sleep_for(milliseconds(50));
+  }
+  const std::string err = ReadFileToString(o.stderr_path).value_or("");
+  if (interrupted) {
+    ESCDR_RETURN_IF_ERROR(Interrupted().WithContext(what));
+  }
+  if (timed_out) {
+    return Err(Status::Timeout(fmt::format("{} did not finish within {} s", what, timeout.count())));
+  }
+  if (!exit.success()) {
+    const std::string line = LastLine(err);
+    return Err(Status::Aborted(
+        fmt::format("{} failed ({}): {}", what, exit.ToString(), line.empty() ? "no message" : line)));
+  }
+  const std::string text = ReadFileToString(o.stdout_path).value_or("");
+  json doc = json::parse(text, nullptr, false);
+  if (doc.is_discarded()) {
+    return Err(Status::ProtocolError(fmt::format("{} printed no JSON document: {}", what, text.substr(0, 200))));
+  }
+  return doc;
+}
+
+Status Demo::Prepare() {
+  std::error_code ec;
+  self_ = std::filesystem::read_symlink("/proc/self/exe", ec).string();
+  if (ec) return Status::IOError("cannot resolve /proc/self/exe: " + ec.message());
+  if (args_.guest.empty()) {
+    // <build>/src/cli/escdr -> <build>/guest, where tools/build-guest.sh puts it.
+    args_.guest = (std::filesystem::path(self_).parent_path() / "../../guest").lexically_normal().string();
+  }
+  args_.guest = std::filesystem::absolute(args_.guest, ec).lexically_normal().string();
+  kernel_ = args_.guest + "/vmlinuz";
+  initrd_ = args_.guest + "/initrd.img";
+  for (const std::string& f : {kernel_, initrd_}) {
+    if (!std::filesystem::is_regular_file(f, ec)) {
+      return Status::NotFound(fmt::format(
+          "the test guest is missing: {} does not exist; build it with tools/build-guest.sh {} "
+          "(or pass --guest DIR)",
+          f, args_.guest));
+    }
+  }
+  if (args_.memory_mib < 64 || args_.memory_mib > 65536) {
+    return Status::InvalidArgument(
+        fmt::format("--memory {} MiB is outside [64, 65536]", args_.memory_mib));
+  }
+  ESCDR_ASSIGN_OR_RETURN(root_, TempDir::Create("escdr-demo"));
+  ESCDR_ASSIGN_OR_RETURN(shm_, TempDir::Create("escdr-demo", "/dev/shm"));
+  db_ = root_.File("inventory.db");
+  cli_state_ = root_.File("cli");
+  std::filesystem::create_directories(cli_state_, ec);
+  if (ec) return Status::IOError(fmt::format("cannot create {}: {}", cli_state_, ec.message()));
+  return Status::OK();
+}
+
+Status Demo::StartAgents() {
+  Say("\n== 1. Three agents, hosts h1..h{}, on this machine", kHosts);
+  for (int i = 1; i <= kHosts; ++i) {
+    AgentProc a;
+    a.host = fmt::format("h{}", i);
+    a.state_dir = root_.File(a.host);
+    std::error_code ec;
+    std::filesystem::create_directories(a.state_dir, ec);
+    if (ec) return Status::IOError(fmt::format("cannot create {}: {}", a.state_dir, ec.message()));
+    SubprocessOptions o;
+    o.argv = {self_,  "--db",   db_,    "--state-dir", a.state_dir,   "--json",    "agent",
+              "--name", a.host, "--listen", "127.0.0.1:0", "--ram-dir", shm_.path()};
+    o.stdout_path = root_.File(a.host + ".out");
+    o.stderr_path = root_.File(a.host + ".log");
+    o.new_process_group = true;
+    // PDEATHSIG takes the agents down with a killed demo, except when they
+    // are to outlive it (--keep).
+    o.kill_with_parent = !args_.keep;
+    Say("$ escdr --state-dir {} agent --name {} --listen 127.0.0.1:0 --ram-dir {} &", a.state_dir,
+        a.host, shm_.path());
+    ESCDR_ASSIGN_OR_RETURN(a.process, Subprocess::Spawn(o));
+    agents_.push_back(std::move(a));
+  }
+  for (AgentProc& a : agents_) {
+    const std::string out = root_.File(a.host + ".out");
+    const Deadline deadline = Deadline::After(seconds(60));
+    for (;;) {
+      ESCDR_RETURN_IF_ERROR(Interrupted());
+      json doc = json::parse(ReadFileToString(out).value_or(""), nullptr, false);
+      if (!doc.is_discarded() && doc.contains("address")) {
+        a.address = StringOr(doc, "address");
+        break;
+      }
+      ESCDR_ASSIGN_OR_RETURN(std::optional<ExitStatus> st, a.process.TryWait());
+      if (st) {
+        return Status::Aborted(fmt::format("agent {} exited at start ({}): {}", a.host, st->ToString(),
+                                           LastLine(ReadFileToString(root_.File(a.host + ".log")).value_or(""))));
+      }
+      if (deadline.Expired()) return Status::Timeout(fmt::format("agent {} did not start within 60 s", a.host));
+      std::this_thread::sleep_for(milliseconds(50));
+    }
+    Say("  agent {} listening on {} (pid {})", a.host, a.address, a.process.pid());
+  }
+  return Status::OK();
+}
+
+Status Demo::CreateVms() {
+  Say("\n== 2. Four VMs of kind {}, {} MiB each, placed by the inventory (no --host)",
+      kKind.ToString(), args_.memory_mib);
+  for (int i = 1; i <= kVms; ++i) {
+    DemoVm vm;
+    vm.name = fmt::format("demo-{}", i);
+    // Each guest writes 256 KiB of its own data (escdr.seed), so the four
+    // differ the way real VMs of one kind do.
+    std::string append = "console=ttyS0 quiet";
+    if (!args_.kaslr) append += " nokaslr";
+    append += fmt::format(" escdr.seed={}", i);
+    ESCDR_ASSIGN_OR_RETURN(
+        json doc, Escdr({"vm", "create", vm.name, "--os", kKind.os, "--os-version", kKind.os_version,
+                         "--hypervisor", kKind.hypervisor, "--hypervisor-version",
+                         kKind.hypervisor_version, "--memory", std::to_string(args_.memory_mib),
+                         "--kernel", kernel_, "--initrd", initrd_, "--append", append},
+                        seconds(180)));
+    vm.host = StringOr(doc, "host");
+    vm.pid = static_cast<std::int64_t>(U64Or(doc, "pid"));
+    vm.ram_path = StringOr(doc, "ram_path");
+    vm.serial_log = StringOr(doc, "serial_log");
+    if (vm.host.empty() || vm.ram_path.empty() || vm.serial_log.empty()) {
+      return Status::ProtocolError(fmt::format("vm create {} printed no host, RAM file or serial log: {}",
+                                               vm.name, doc.dump()));
+    }
+    Say("  {} on {} (QEMU pid {}, RAM file {})", vm.name, vm.host, vm.pid, vm.ram_path);
+    vms_.push_back(std::move(vm));
+  }
+  return Status::OK();
+}
+
+Status Demo::WaitForBoot() {
+  Say("\n== 3. Waiting for the guests to boot (QEMU TCG, no KVM: often 30-90 s)");
+  const auto start = MonotonicClock::now();
+  const Deadline deadline = Deadline::After(seconds(600));
+  std::vector<bool> up(vms_.size(), false);
+  auto last_note = start;
+  for (;;) {
+    ESCDR_RETURN_IF_ERROR(Interrupted());
+    std::size_t n_up = 0;
+    for (std::size_t i = 0; i < vms_.size(); ++i) {
+      if (!up[i]) {
+        auto c = ReadLastCounter(vms_[i].serial_log);
+        if (c.has_value() && c->has_value() && **c >= 2) {
+          up[i] = true;
+          Say("  {} is up after {:.0f} s (escdr-counter {})", vms_[i].name, SecondsSince(start), **c);
+        } else if (!ProcessExists(static_cast<pid_t>(vms_[i].pid))) {
+          return Status::Aborted(fmt::format("the QEMU of {} (pid {}) exited while booting; its console: {}",
+                                             vms_[i].name, vms_[i].pid, SerialLogTail(vms_[i].serial_log, 5)));
+        }
+      }
+      n_up += up[i] ? 1 : 0;
+    }
+    if (n_up == vms_.size()) return Status::OK();
+    if (deadline.Expired()) {
+      for (std::size_t i = 0; i < vms_.size(); ++i) {
+        if (!up[i]) {
+          return Status::Timeout(fmt::format("{} did not boot within 600 s; its console: {}", vms_[i].name,
+                                             SerialLogTail(vms_[i].serial_log, 5)));
+        }
+      }
+    }
+    if (SecondsSince(last_note) >= 20) {
+      last_note = MonotonicClock::now();
+      Say("  ... {:.0f} s, {} of {} up", SecondsSince(start), n_up, vms_.size());
+    }
+    std::this_thread::sleep_for(milliseconds(200));
+  }
+}
+
+Result<json> Demo::LearnCatalog() {
+  std::vector<std::string> args = {"catalog", "learn", "--os", kKind.os, "--os-version", kKind.os_version,
+                                   "--hypervisor", kKind.hypervisor, "--hypervisor-version",
+                                   kKind.hypervisor_version};
+  std::string names;
+  for (int i = 0; i < kLearnFrom; ++i) {
+    args.push_back(vms_[i].ram_path);
+    names += (i ? ", " : "") + vms_[i].name;
+  }
+  Say("\n== 4. Learning the static-page catalog of the kind from the RAM of {}", names);
+  Say("  (pages at the same position with the same content in all three: kernel text, initramfs, "
+      "firmware)");
+  ESCDR_ASSIGN_OR_RETURN(json doc, Escdr(args, seconds(600)));
+  const std::uint64_t positions = U64Or(doc, "position_pages");
+  const std::uint64_t contents = U64Or(doc, "content_pages");
+  Say("  {} static pages by position ({}), {} distinct contents; stored in the inventory ({} catalog)",
+      positions, HumanBytes(static_cast<double>(positions * 4096)), contents,
+      HumanBytes(static_cast<double>(U64Or(doc, "size_bytes"))));
+  return doc;
+}
+
+// One migration of `vm`; returns its figures in the demo's comparison form.
+Result<json> Demo::Migrate(const std::string& vm, std::vector<std::string> extra, bool escdr) {
+  std::vector<std::string> args = {"migrate", vm};
+  args.insert(args.end(), extra.begin(), extra.end());
+  ESCDR_ASSIGN_OR_RETURN(json doc, Escdr(args, seconds(900)));
+  const json report = doc.contains("report") && doc["report"].is_object() ? doc["report"] : json::object();
+  const json dest_vm =
+      doc.contains("destination_vm") && doc["destination_vm"].is_object() ? doc["destination_vm"] : json::object();
+  json r = {{"escdr", escdr},
+            {"vm", StringOr(doc, "vm")},
+            {"source", StringOr(doc, "source")},
+            {"destination", StringOr(doc, "destination")},
+            {"donor", StringOr(doc, "donor")},
+            {"stream_bytes", U64Or(report, "stream_bytes")},
+            {"wire_bytes_sent", U64Or(report, "wire_bytes_sent")},
+            {"wire_bytes_received", U64Or(report, "wire_bytes_received")},
+            {"bytes_saved_by_position", U64Or(report, "bytes_saved_by_position")},
+            {"bytes_saved_by_content", U64Or(report, "bytes_saved_by_content")},
+            {"pages_by_position", U64Or(report, "pages_by_position")},
+            {"pages_by_content", U64Or(report, "pages_by_content")},
+            {"page_records", U64Or(report, "page_records")},
+            {"zero_pages", U64Or(report, "zero_records")},
+            {"pages_from_donor", U64Or(report, "pages_from_donor")},
+            {"fallbacks", U64Or(report, "fallbacks")},
+            {"qemu_rounds", U64Or(doc, "qemu_rounds")},
+            {"total_ms", U64Or(doc, "total_ms")},
+            {"downtime_ms", U64Or(doc, "downtime_ms")},
+            {"qemu_downtime_ms", U64Or(doc, "qemu_downtime_ms")}};
+  const double stream = static_cast<double>(U64Or(report, "stream_bytes"));
+  const double wire = static_cast<double>(U64Or(report, "wire_bytes_sent"));
+  r["wire_ratio"] = stream > 0 ? wire / stream : 0.0;
+  const std::string donor = StringOr(doc, "donor");
+  Say("  {} -> {}{} in {:.2f} s: {} on the wire for {} of QEMU stream ({})", StringOr(doc, "source"),
+      StringOr(doc, "destination"), donor.empty() ? "" : fmt::format(" (donor {})", donor),
+      static_cast<double>(U64Or(doc, "total_ms")) / 1000, HumanBytes(wire), HumanBytes(stream),
+      Pct(wire, stream));
+
+  // The VM now runs at the destination: follow it there and show that the
+  // guest kept counting.
+  for (DemoVm& v : vms_) {
+    if (v.name != vm) continue;
+    v.host = StringOr(doc, "destination");
+    v.pid = static_cast<std::int64_t>(U64Or(dest_vm, "pid"));
+    v.ram_path = StringOr(dest_vm, "ram_path");
+    v.serial_log = StringOr(dest_vm, "serial_log");
+    auto before = ReadLastCounter(v.serial_log);
+    const std::uint64_t from = before.has_value() && before->has_value() ? **before : 0;
+    const Deadline deadline = Deadline::After(seconds(60));
+    std::uint64_t now = from;
+    while (now <= from + 1 && !deadline.Expired()) {
+      ESCDR_RETURN_IF_ERROR(Interrupted());
+      std::this_thread::sleep_for(milliseconds(200));
+      auto c = ReadLastCounter(v.serial_log);
+      if (c.has_value() && c->has_value()) now = **c;
+    }
+    if (now <= from + 1) {
+      return Err(Status::Aborted(fmt::format("{} does not run on {} after the migration: its counter stays at {}",
+                                             vm, v.host, now)));
+    }
+    Say("  {} runs on {}: escdr-counter {} -> {}", vm, v.host, from, now);
+  }
+  return r;
+}
+
+void Demo::PrintComparison(const json& e, const json& p) {
+  auto bytes = [](const json& j, const char* k) { return HumanBytes(static_cast<double>(U64Or(j, k))); };
+  auto count = [](const json& j, const char* k) { return std::to_string(U64Or(j, k)); };
+  auto ms = [](const json& j, const char* k) { return fmt::format("{} ms", U64Or(j, k)); };
+  auto route = [](const json& j) {
+    std::string donor = StringOr(j, "donor");
+    return fmt::format("{} -> {}{}", StringOr(j, "source"), StringOr(j, "destination"),
+                       donor.empty() ? "" : " (donor " + donor + ")");
+  };
+  auto ratio = [](const json& j) {
+    return Pct(static_cast<double>(U64Or(j, "wire_bytes_sent")), static_cast<double>(U64Or(j, "stream_bytes")));
+  };
+  Table t({"", ">ESCDR", ">--no-escdr"});
+  t.AddRow({"route", route(e), route(p)});
+  t.AddRow({"bytes QEMU produced", bytes(e, "stream_bytes"), bytes(p, "stream_bytes")});
+  t.AddRow({"bytes on the wire", bytes(e, "wire_bytes_sent"), bytes(p, "wire_bytes_sent")});
+  t.AddRow({"wire / produced", ratio(e), ratio(p)});
+  t.AddRow({"saved by position", bytes(e, "bytes_saved_by_position"), bytes(p, "bytes_saved_by_position")});
+  t.AddRow({"saved by content", bytes(e, "bytes_saved_by_content"), bytes(p, "bytes_saved_by_content")});
+  t.AddRow({"full pages (PAGE records)", count(e, "page_records"), count(p, "page_records")});
+  t.AddRow({"zero pages (ZERO records)", count(e, "zero_pages"), count(p, "zero_pages")});
+  t.AddRow({"pages copied from the donor", count(e, "pages_from_donor"), count(p, "pages_from_donor")});
+  t.AddRow({"fallbacks (donor page changed)", count(e, "fallbacks"), count(p, "fallbacks")});
+  t.AddRow({"pre-copy rounds (QEMU)", count(e, "qemu_rounds"), count(p, "qemu_rounds")});
+  t.AddRow({"total time", ms(e, "total_ms"), ms(p, "total_ms")});
+  t.AddRow({"downtime", ms(e, "downtime_ms"), ms(p, "downtime_ms")});
+  Say("\n== 6. ESCDR and a plain migration of the same VM, side by side");
+  std::fputs(t.Render().c_str(), out_);
+  const double we = static_cast<double>(U64Or(e, "wire_bytes_sent"));
+  const double wp = static_cast<double>(U64Or(p, "wire_bytes_sent"));
+  if (wp > 0) {
+    Say("ESCDR put {} on the wire where the plain migration put {}: {:.0f}% less.", HumanBytes(we),
+        HumanBytes(wp), 100.0 * (wp - we) / wp);
+  }
+}
+
+Result<json> Demo::Run() {
+  ESCDR_RETURN_IF_ERROR(Prepare());
+  Say("escdr demo: {} agents, {} VMs of one kind, a catalog, two migrations compared", kHosts, kVms);
+  Say("  guest      {} ({} MiB, {})", args_.guest, args_.memory_mib, args_.kaslr ? "KASLR" : "nokaslr");
+  Say("  work dir   {} (inventory, agent state, logs)", root_.path());
+  Say("  guest RAM  {}", shm_.path());
+  Say("  every `$ escdr ...` below runs as `escdr --db {} --state-dir {} --json ...`", db_, cli_state_);
+  ESCDR_RETURN_IF_ERROR(StartAgents());
+  ESCDR_RETURN_IF_ERROR(CreateVms());
+  ESCDR_RETURN_IF_ERROR(WaitForBoot());
+  ESCDR_ASSIGN_OR_RETURN(json catalog, LearnCatalog());
+
+  // demo-4 was not learned from: it stands for any new VM of the kind.
+  const DemoVm& mover = vms_.back();
+  const std::string first_host = mover.host;
+  Say("\n== 5. Migrating {} (on {}) with ESCDR; the inventory picks a host with a donor", mover.name,
+      first_host);
+  ESCDR_ASSIGN_OR_RETURN(json with, Migrate(mover.name, {}, true));
+  // The baseline goes to another host that also runs a VM of the kind, so
+  // that ESCDR could have used a donor there too: back to where the VM came
+  // from if that host still runs one, else any other such host.
+  std::string back;
+  for (const DemoVm& v : vms_) {
+    if (v.name == mover.name || v.host == mover.host) continue;
+    if (back.empty() || v.host == first_host) back = v.host;
+  }
+  if (back.empty()) return Err(Status::FailedPrecondition("no other host runs a VM of the kind"));
+  Say("\n   ... and again without ESCDR (every page sent), to {}, which also runs a VM of the kind", back);
+  ESCDR_ASSIGN_OR_RETURN(json plain, Migrate(mover.name, {"--no-escdr", "--to", back}, false));
+
+  if (!args_.json) PrintComparison(with, plain);
+  json hosts = json::array();
+  for (const AgentProc& a : agents_) {
+    hosts.push_back({{"name", a.host}, {"address", a.address}, {"pid", a.process.pid()}});
+  }
+  json vms = json::array();
+  for (const DemoVm& v : vms_) {
+    vms.push_back({{"name", v.name}, {"host", v.host}, {"pid", v.pid}, {"ram_path", v.ram_path}});
+  }
+  const double we = with["wire_bytes_sent"].get<double>();
+  const double wp = plain["wire_bytes_sent"].get<double>();
+  return json{{"kind", {{"os", kKind.os}, {"os_version", kKind.os_version}, {"hypervisor", kKind.hypervisor},
+                        {"hypervisor_version", kKind.hypervisor_version}}},
+              {"guest", args_.guest},
+              {"memory_mib", args_.memory_mib},
+              {"kaslr", args_.kaslr},
+              {"hosts", hosts},
+              {"vms", vms},
+              {"catalog", {{"learned_from", {vms_[0].name, vms_[1].name, vms_[2].name}},
+                           {"position_pages", U64Or(catalog, "position_pages")},
+                           {"content_pages", U64Or(catalog, "content_pages")},
+                           {"size_bytes", U64Or(catalog, "size_bytes")}}},
+              {"escdr", with},
+              {"no_escdr", plain},
+              {"wire_reduction", wp > 0 ? (wp - we) / wp : 0.0}};
+}
+
+Status Demo::Cleanup(bool keep) {
+  if (root_.path().empty()) return Status::OK();  // Prepare() failed early
+  if (keep) {
+    Say("\n== Everything keeps running (--keep). To look around:");
+    Say("  export ESCDR_DB={}", db_);
+    Say("  {} --state-dir {} agent status", self_, cli_state_);
+    Say("To stop it all:");
+    std::string names, pids;
+    for (const DemoVm& v : vms_) names += " " + v.name;
+    for (const AgentProc& a : agents_) pids += fmt::format(" {}", a.process.pid());
+    Say("  for vm in{}; do {} --state-dir {} vm stop $vm; done", names, self_, cli_state_);
+    Say("  kill{}", pids);
+    Say("  rm -rf {} {}", root_.path(), shm_.path());
+    // The Subprocess objects would kill the agents when destroyed.
+    for (AgentProc& a : agents_) a.process = Subprocess();
+    (void)root_.Release();
+    (void)shm_.Release();
+    return Status::OK();
+  }
+  Say("\n== Cleaning up: the VMs, the agents, {} and {}", root_.path(), shm_.path());
+  std::vector<std::string> problems;
+  // 1. The VMs, through their agents (while the agents run).
+  for (const DemoVm& v : vms_) {
+    bool agent_up = false;
+    for (AgentProc& a : agents_) {
+      auto st = a.process.TryWait();
+      if (a.host == v.host && st.has_value() && !st->has_value()) agent_up = true;
+    }
+    if (!agent_up) continue;  // its QEMU is killed by pid below
+    auto r = Escdr({"vm", "stop", v.name}, seconds(60), /*interruptible=*/false);
+    if (!r.has_value()) problems.push_back(r.error().message());
+  }
+  // 2. The agents, by the pids the demo started.
+  for (AgentProc& a : agents_) {
+    auto st = a.process.TryWait();
+    if (!st.has_value() || st->has_value()) continue;
+    (void)a.process.Kill(SIGTERM);
+    if (!a.process.WaitFor(seconds(30)).has_value()) {
+      problems.push_back(fmt::format("agent {} (pid {}) ignored SIGTERM; killed it", a.host, a.process.pid()));
+      (void)a.process.Kill(SIGKILL);
+      (void)a.process.Wait();
+    }
+  }
+  Say("  stopped {} agents", agents_.size());
+  // 3. Any QEMU an agent still records (a failed stop, a migration cut
+  // short): killed by its recorded pid, after checking it is that QEMU.
+  for (const AgentProc& a : agents_) {
+    for (const agent::VmRecord& r : agent::ReadVmRecords(a.state_dir + "/vms").records) {
+      auto proc = agent::VmProcess::Adopt(r.pid, r.spec.qmp_socket, false, milliseconds(0));
+      if (!proc.has_value()) continue;
+      Status killed = (*proc)->Kill();
+      Say("  killed the QEMU of {} (pid {}) that {} left behind", r.name, r.pid, a.host);
+      if (!killed.ok()) problems.push_back(killed.message());
+    }
+  }
+  // 4. The directories (RAM files, sockets, inventory, logs).
+  for (TempDir* dir : {&shm_, &root_}) {
+    Status s = dir->Remove();
+    if (!s.ok()) problems.push_back(s.message());
+  }
+  if (problems.empty()) {
+    Say("  removed the work directory and the guest RAM directory; nothing is left running");
+    return Status::OK();
+  }
+  std::string all;
+  for (const std::string& p : problems) all += (all.empty() ? "" : "; ") + p;
+  return Status::Internal("cleanup was incomplete: " + all);
+}
+
+void RunDemo(const GlobalOptions& global, DemoArgs args) {
+  args.json = args.json || global.json;
+  // A Ctrl-C (or SIGTERM, SIGHUP) is noted and handled between steps; the
+  // children run in their own process groups and do not see the terminal's.
+  struct sigaction sa {};
+  sa.sa_handler = OnSignal;
+  sigemptyset(&sa.sa_mask);
+  struct sigaction old_int {}, old_term {}, old_hup {};
+  sigaction(SIGINT, &sa, &old_int);
+  sigaction(SIGTERM, &sa, &old_term);
+  sigaction(SIGHUP, &sa, &old_hup);
+  ::signal(SIGPIPE, SIG_IGN);
+  // QEMUs whose agent dies are re-parented to the demo, which reaps them.
+  ::prctl(PR_SET_CHILD_SUBREAPER, 1);
+
+  Demo demo(args);
+  Result<json> result = demo.Run();
+  Status cleaned = demo.Cleanup(args.keep && result.has_value());
+  sigaction(SIGINT, &old_int, nullptr);
+  sigaction(SIGTERM, &old_term, nullptr);
+  sigaction(SIGHUP, &old_hup, nullptr);
+  if (!result.has_value()) {
+    const Status& s = result.error();
+    Fail(Status(s.code(), fmt::format("demo: {} ({})", s.message(),
+                                      cleaned.ok() ? "everything it started was stopped and removed"
+                                                   : cleaned.message())));
+  }
+  if (args.json) {
+    json doc = std::move(result).value();
+    doc["kept"] = args.keep;
+    std::fputs(doc.dump(2).c_str(), stdout);
+    std::fputc('\n', stdout);
+  }
+  Check(cleaned);
+}
+
+void RegisterDemoCommand(CLI::App& app, GlobalOptions& global) {
+  auto a = std::make_shared<DemoArgs>();
+  CLI::App* cmd = app.add_subcommand(
+      "demo",
+      "Run ESCDR end to end on this machine: 3 agents, 4 VMs of one kind, a learned catalog, "
+      "one VM migrated with and without ESCDR; cleans up after itself");
+  cmd->add_option("--guest", a->guest,
+                  "Test guest directory with vmlinuz and initrd.img (tools/build-guest.sh DIR; "
+                  "default: <build>/guest next to this binary)");
+  cmd->add_option("--memory", a->memory_mib, "Guest memory in MiB (default 256)");
+  cmd->add_flag("--kaslr", a->kaslr, "Boot the guests with KASLR (default: nokaslr)");
+  cmd->add_flag("--keep", a->keep, "Leave the agents and VMs running at the end and print how to stop them");
+  cmd->add_flag("--json", a->json, "Print the comparison as one JSON document (progress goes to stderr)");
+  cmd->callback([&global, a] { RunDemo(global, *a); });
+}
+
+}  // namespace
+
+ESCDR_REGISTER_COMMAND(RegisterDemoCommand);
+
+}  // namespace escdr::cli
