@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# tools/sanitize-tests.sh [address|thread] [CTEST_ARG...]
+#
+# Builds escdr with GCC and sanitizers (CMake option ESCDR_SANITIZE) and runs
+# its tests under them:
+#   address (default): AddressSanitizer + UndefinedBehaviorSanitizer (and
+#                      LeakSanitizer), build directory build-asan;
+#   thread:            ThreadSanitizer, build directory build-tsan.
+# Every report fails the test that caused it (-fno-sanitize-recover=all,
+# halt_on_error). The CTest arguments default to "-L unit" (the unit tests);
+# pass e.g. "-L integration" or "-R Wire" to choose others. Build and test
+# times are printed at the end (docs/reliability.md has the figures).
+#
+# Environment: SANITIZE_BUILD_DIR (overrides the build directory),
+# SANITIZE_JOBS (ninja and ctest -j, default 2).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+mode=address
+if [ $# -gt 0 ] && { [ "$1" = address ] || [ "$1" = thread ]; }; then
+  mode=$1
+  shift
+fi
+case "$mode" in
+  address) sanitize=address,undefined; build=${SANITIZE_BUILD_DIR:-build-asan} ;;
+  thread) sanitize=thread; build=${SANITIZE_BUILD_DIR:-build-tsan} ;;
+esac
+ctest_args=("$@")
+[ ${#ctest_args[@]} -gt 0 ] || ctest_args=(-L unit)
+jobs=${SANITIZE_JOBS:-2}
+
+tools/bootstrap.sh
+start=$(date +%s)
+cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DESCDR_SANITIZE="$sanitize" \
+  -DESCDR_BUILD_BENCHMARKS=OFF >/dev/null
+ninja -C "$build" -j "$jobs"
+built=$(date +%s)
+
+export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1:check_initialization_order=1}
+export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
+export TSAN_OPTIONS=${TSAN_OPTIONS:-halt_on_error=1:second_deadlock_stack=1}
+# Integration tests boot the test guest (tools/build-guest.sh).
+export ESCDR_GUEST_DIR=${ESCDR_GUEST_DIR:-$root/$build/guest}
+if [ -x tools/build-guest.sh ]; then
+  tools/build-guest.sh "$ESCDR_GUEST_DIR" >/dev/null
+fi
+if [ -f tools/pg-cluster.sh ]; then
+  pgdir=$(mktemp -d /tmp/escdr-pg.XXXXXX)
+  trap 'tools/pg-cluster.sh stop "$pgdir" || true; rm -rf "$pgdir"' EXIT
+  eval "$(tools/pg-cluster.sh start "$pgdir")"
+fi
+rc=0
+ctest --test-dir "$build" --output-on-failure --no-tests=error -j "$jobs" "${ctest_args[@]}" || rc=$?
+done_at=$(date +%s)
+echo "sanitize-tests.sh: $mode: build $((built - start)) s, tests $((done_at - built)) s" \
+     "(ctest ${ctest_args[*]}), exit $rc"
+exit "$rc"
