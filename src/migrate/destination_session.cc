@@ -337,7 +337,19 @@ Status DestinationSession::Impl::StreamFrames() {
     // source QEMU can be waiting for a reply to exactly these bytes.
     const bool idle = !reader_.HasBufferedFrame();
     if (idle) ESCDR_RETURN_IF_ERROR(FlushStage());
-    ESCDR_RETURN_IF_ERROR(MaybeAck(false, idle));
+    s = MaybeAck(false, idle);
+    if (!s.ok()) {
+      // The source may have failed and hung up with an Error frame on the
+      // way: report its reason rather than our broken pipe.
+      auto next = reader_.Next(kBestEffortWrite, StateName(state_.load()));
+      if (next.has_value() &&
+          (next->type == FrameType::kError || next->type == FrameType::kAbort)) {
+        Status peer = Step(*next, &from_peer);
+        Fail(peer, false);
+        return peer;
+      }
+      return s;
+    }
   }
 }
 

@@ -291,7 +291,7 @@ TEST_F(FrameIoTest, ManySmallFramesAndOneLargeFrameInOneBurst) {
 TEST_F(FrameIoTest, WriterCountsBytesAndTryWriteSkipsWhenBusy) {
   FrameWriter w(writer_end_.get(), kIdle);
   ASSERT_TRUE(w.WriteFrame(FrameType::kAck, Ack{1}.Encode()).ok());
-  EXPECT_EQ(w.bytes_written(), kFrameHeaderSize + 8);
+  EXPECT_EQ(w.bytes_written(), kFrameHeaderSize + kAckPayloadSize);
   EXPECT_TRUE(w.TryWriteFrame(FrameType::kAbort, EncodeAbort("x"), kIdle));
   auto f = reader_->Next(kIdle, "Streaming");
   ASSERT_TRUE(f.has_value());
