@@ -25,6 +25,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <cstring>
 #include <filesystem>
 #include <map>
 #include <memory>
@@ -40,7 +41,9 @@
 #include "agent/vm_process.h"
 #include "agent/vm_records.h"
 #include "escdr/agent/agent_client.h"
+#include "escdr/image/memory_image.h"
 #include "escdr/inventory/inventory.h"
+#include "escdr/page/page.h"
 #include "escdr/qemu/serial_log.h"
 #include "escdr/sys/clock.h"
 #include "escdr/sys/subprocess.h"
@@ -264,6 +267,27 @@ inline bool CounterAdvances(const std::string& serial_log,
                             std::chrono::milliseconds timeout = std::chrono::seconds(60)) {
   const std::uint64_t start = Counter(serial_log);
   return WaitUntil([&] { return Counter(serial_log) > start; }, timeout);
+}
+
+// Compares two guest RAM files page by page: "" if they are byte-identical,
+// else how many pages differ and where the first one is.
+inline std::string CompareRamFiles(const std::string& a, const std::string& b) {
+  auto ia = OpenRamFile(a);
+  auto ib = OpenRamFile(b);
+  if (!ia.has_value()) return ia.error().message();
+  if (!ib.has_value()) return ib.error().message();
+  const auto len = (*ia)->blocks()[0].length;
+  if (len != (*ib)->blocks()[0].length) return "the RAM files differ in size";
+  const std::uint8_t* pa = (*ia)->BlockData(0);
+  const std::uint8_t* pb = (*ib)->BlockData(0);
+  std::uint64_t differing = 0, first = 0;
+  for (std::uint64_t off = 0; off < len; off += kPageSize) {
+    if (std::memcmp(pa + off, pb + off, kPageSize) != 0) {
+      if (differing++ == 0) first = off;
+    }
+  }
+  if (differing == 0) return "";
+  return fmt::format("{} pages differ, the first at offset {:#x}", differing, first);
 }
 
 }  // namespace escdr::agent::testing

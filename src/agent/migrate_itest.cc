@@ -36,6 +36,7 @@ using std::chrono::milliseconds;
 using std::chrono::seconds;
 using testing::AgentCluster;
 using testing::CliResult;
+using testing::CompareRamFiles;
 using testing::CounterAdvances;
 using testing::WaitUntil;
 
@@ -131,26 +132,6 @@ class Relay {
   std::thread accept_;
   std::vector<std::thread> pumps_;
 };
-
-// Compares two RAM files page by page; "" if equal, else where they differ.
-std::string CompareRamFiles(const std::string& a, const std::string& b) {
-  auto ia = OpenRamFile(a);
-  auto ib = OpenRamFile(b);
-  if (!ia.has_value()) return ia.error().message();
-  if (!ib.has_value()) return ib.error().message();
-  const auto len = (*ia)->blocks()[0].length;
-  if (len != (*ib)->blocks()[0].length) return "the RAM files differ in size";
-  const std::uint8_t* pa = (*ia)->BlockData(0);
-  const std::uint8_t* pb = (*ib)->BlockData(0);
-  std::uint64_t differing = 0, first = 0;
-  for (std::uint64_t off = 0; off < len; off += kPageSize) {
-    if (std::memcmp(pa + off, pb + off, kPageSize) != 0) {
-      if (differing++ == 0) first = off;
-    }
-  }
-  if (differing == 0) return "";
-  return fmt::format("{} pages differ, the first at offset {:#x}", differing, first);
-}
 
 // Pages of `ram` at the catalog's static positions that still hold the
 // catalog's content: escdr must never change them on the source.

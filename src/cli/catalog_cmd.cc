@@ -1,6 +1,10 @@
 // `escdr catalog ...`: learn, list, show, match, export, import and remove
 // static-page catalogs (docs/cli-catalog.md).
+#include <unistd.h>
+
+#include <cerrno>
 #include <chrono>
+#include <cstring>
 #include <cstdio>
 #include <memory>
 #include <string>
@@ -156,43 +160,108 @@ Result<Catalog> LoadCatalog(CatalogStore& store, const VmKind& kind) {
 struct LearnArgs {
   KindFlags kind;
   std::vector<std::string> images;
+  std::vector<std::string> vms;  // --from-vm, in order
 };
 
-void RunLearn(const GlobalOptions& global, const LearnArgs& args) {
-  const VmKind kind = Unwrap(args.kind.Require("catalog learn"));
-  if (args.images.size() < 2) {
-    Fail(Status::InvalidArgument(fmt::format(
-        "catalog learn needs at least 2 images of {}, got {}", kind.ToString(),
-        args.images.size())));
+// The RAM files of the VMs named by --from-vm, looked up in the inventory.
+// Every VM must be known, running, of one kind (the flags' kind if any flag
+// is given) and have a RAM file this process can read; the first that is not
+// is refused with an error naming it.
+Result<std::vector<Vm>> ResolveLearnVms(Inventory& inventory, const LearnArgs& args) {
+  std::vector<Vm> vms;
+  for (const std::string& name : args.vms) {
+    for (const Vm& seen : vms) {
+      if (seen.name == name) {
+        return Err(Status::InvalidArgument(
+            fmt::format("catalog learn: VM {} is named twice by --from-vm", name)));
+      }
+    }
+    Result<Vm> vm = inventory.GetVm(name);
+    if (!vm.has_value()) {
+      if (vm.error().code() == StatusCode::kNotFound) {
+        return Err(Status::NotFound(
+            fmt::format("catalog learn: VM {} is not in the inventory", name)));
+      }
+      return Err(vm.error().WithContext(fmt::format("catalog learn: cannot look up VM {}", name)));
+    }
+    if (vm->state != VmState::kRunning) {
+      return Err(Status::FailedPrecondition(fmt::format(
+          "catalog learn: VM {} is {} on {}, not running", name, VmStateName(vm->state),
+          vm->host)));
+    }
+    if (!vms.empty() && vm->kind != vms.front().kind) {
+      return Err(Status::InvalidArgument(fmt::format(
+          "catalog learn: VM {} is {}, but VM {} is {}: samples must be of one kind", name,
+          vm->kind.ToString(), vms.front().name, vms.front().kind.ToString())));
+    }
+    ESCDR_RETURN_IF_ERROR(args.kind.CheckMatches(vm->kind, "catalog learn: VM " + name));
+    if (vm->ram_path.empty()) {
+      return Err(Status::FailedPrecondition(fmt::format(
+          "catalog learn: VM {} on {} has no RAM file in the inventory", name, vm->host)));
+    }
+    if (::access(vm->ram_path.c_str(), R_OK) != 0) {
+      return Err(Status::IOError(fmt::format(
+          "catalog learn: the RAM file {} of VM {} (on {}) is not readable on this machine: {}",
+          vm->ram_path, name, vm->host, std::strerror(errno))));
+    }
+    vms.push_back(std::move(*vm));
   }
-  auto store = Unwrap(OpenCatalogStore(global));
+  return vms;
+}
+
+void RunLearn(const GlobalOptions& global, const LearnArgs& args) {
+  std::unique_ptr<Inventory> inventory = Unwrap(OpenInventoryFromGlobal(global));
+  const std::vector<Vm> vms = Unwrap(ResolveLearnVms(*inventory, args));
+  // Only VMs: the kind is theirs (flags, if given, were checked against it).
+  const VmKind kind = !vms.empty() && args.images.empty() ? vms.front().kind
+                                                          : Unwrap(args.kind.Require("catalog learn"));
+  std::vector<std::string> paths = args.images;
+  for (const Vm& vm : vms) paths.push_back(vm.ram_path);
+  if (paths.size() < 2) {
+    Fail(Status::InvalidArgument(fmt::format(
+        "catalog learn needs at least 2 images of {}, got {}", kind.ToString(), paths.size())));
+  }
   const auto start = std::chrono::steady_clock::now();
   CatalogLearner learner(kind);
   std::uint64_t bytes_read = 0;
   // One image open at a time: a saved stream is rebuilt in memory, so N of
   // them at once would cost N times the guest's RAM.
-  for (const std::string& path : args.images) {
-    std::unique_ptr<MemoryImage> image = Unwrap(OpenImage(path));
-    Check(learner.AddSample(*image));
-    bytes_read += image->TotalBytes();
+  for (std::size_t i = 0; i < paths.size(); ++i) {
+    Result<std::unique_ptr<MemoryImage>> image = OpenImage(paths[i]);
+    if (!image.has_value() && i >= args.images.size()) {
+      const Vm& vm = vms[i - args.images.size()];
+      Fail(image.error().WithContext(
+          fmt::format("catalog learn: cannot read the RAM file of VM {} (on {})", vm.name, vm.host)));
+    }
+    const std::unique_ptr<MemoryImage> sample = Unwrap(std::move(image));
+    Check(learner.AddSample(*sample));
+    bytes_read += sample->TotalBytes();
   }
   const Catalog catalog = Unwrap(std::move(learner).Finish());
   const double seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   const std::string bytes = EncodeCatalog(catalog);
-  Check(store->PutCatalog(kind, bytes));
+  Check(inventory->PutCatalog(kind, bytes));
 
   const CatalogSummary summary = catalog.Summary();
   if (global.json) {
     json doc = SummaryJson(summary, bytes.size());
-    doc["images"] = args.images;
+    doc["images"] = paths;
+    json names = json::array();
+    for (const Vm& vm : vms) names.push_back(vm.name);
+    doc["vms"] = names;
     doc["seconds"] = seconds;
     PrintJson(doc);
     return;
   }
-  std::printf("learned the catalog of %s from %zu images (%s in %.2f s)\n",
-              kind.ToString().c_str(), args.images.size(),
-              HumanBytes(static_cast<double>(bytes_read)).c_str(), seconds);
+  std::string from = fmt::format("{} images", paths.size());
+  if (args.images.empty()) {
+    std::string names;
+    for (const Vm& vm : vms) names += (names.empty() ? "" : ", ") + vm.name;
+    from = fmt::format("{} running VMs ({})", vms.size(), names);
+  }
+  std::printf("learned the catalog of %s from %s (%s in %.2f s)\n", kind.ToString().c_str(),
+              from.c_str(), HumanBytes(static_cast<double>(bytes_read)).c_str(), seconds);
   PrintSummaryTable(summary, bytes.size());
 }
 
@@ -411,9 +480,12 @@ void RegisterCatalog(CLI::App& app, GlobalOptions& global) {
   auto learn_args = std::make_shared<LearnArgs>();
   CLI::App* learn = catalog->add_subcommand(
       "learn", "Learn the catalog of a kind from N >= 2 memory images and store it");
-  learn_args->kind.AddTo(learn, " (required)");
+  learn_args->kind.AddTo(learn, " (required unless every sample is a --from-vm)");
   learn->add_option("IMAGE", learn_args->images,
-                    "Guest RAM files or saved migration streams of that kind (at least 2)");
+                    "Guest RAM files or saved migration streams of that kind");
+  learn->add_option("--from-vm", learn_args->vms,
+                    "A running VM of the inventory whose RAM file is a sample (repeatable)")
+      ->allow_extra_args(false);
   learn->callback([&global, learn_args] { RunLearn(global, *learn_args); });
 
   catalog->add_subcommand("list", "List the stored catalogs")->callback([&global] {
