@@ -21,6 +21,14 @@ std::uint32_t FreeVcpus(const HostView& h) {
 
 std::string Percent(double load) { return fmt::format("{:.0f}%", load * 100); }
 
+// HostLoad, inlined into the one-pass decisions (called once per host per decision).
+inline double Load(const HostView& host) {
+  auto ratio = [](double used, double total) { return total > 0 ? used / total : 1.0; };
+  return std::max(ratio(static_cast<double>(host.memory_used_mib),
+                        static_cast<double>(host.memory_total_mib)),
+                  ratio(static_cast<double>(host.vcpus_used), static_cast<double>(host.vcpus_total)));
+}
+
 // Whether `h` can take `demand` (WhyNoRoom is empty exactly then).
 bool HasRoom(const HostView& h, const VmDemand& demand) {
   return h.up && FreeMemory(h) >= demand.memory_mib && FreeVcpus(h) >= demand.vcpus;
@@ -114,17 +122,25 @@ Decision FastSpreadOrPack(std::span<const HostView> hosts, const VmDemand& deman
   for (std::size_t i = 0; i < hosts.size(); ++i) {
     const HostView& h = hosts[i];
     if (!HasRoom(h, demand)) continue;
-    const double load = HostLoad(h);
-    bool take = !best.has_value();
-    if (!take) {
-      const HostView& b = hosts[*best];
-      if (spread && h.same_kind_vms != b.same_kind_vms) {
-        take = h.same_kind_vms < b.same_kind_vms;
-      } else if (load != best_load) {
-        take = spread ? load < best_load : load > best_load;
-      } else {
-        take = LaterNameFirst(hosts, i, *best, sorted);
+    if (!best.has_value()) {
+      best = i;
+      best_load = Load(h);
+      continue;
+    }
+    // Spread: a host running more VMs of the kind loses before its load counts.
+    if (spread && h.same_kind_vms != hosts[*best].same_kind_vms) {
+      if (h.same_kind_vms < hosts[*best].same_kind_vms) {
+        best = i;
+        best_load = Load(h);
       }
+      continue;
+    }
+    const double load = Load(h);
+    bool take;
+    if (load != best_load) {
+      take = spread ? load < best_load : load > best_load;
+    } else {
+      take = LaterNameFirst(hosts, i, *best, sorted);
     }
     if (take) {
       best = i;
@@ -184,7 +200,7 @@ Decision FastDestination(std::span<const HostView> hosts, std::size_t source,
     if (i == source || !costs[i].has_value() || !HasRoom(hosts[i], demand)) continue;
     const bool donor = hosts[i].same_kind_vms > 0;
     const std::uint64_t c = *costs[i];
-    const double load = HostLoad(hosts[i]);
+    const double load = Load(hosts[i]);
     bool take;
     if (!best.has_value()) {
       take = true;
@@ -212,12 +228,7 @@ Decision FastDestination(std::span<const HostView> hosts, std::size_t source,
 
 }  // namespace
 
-double HostLoad(const HostView& host) {
-  auto ratio = [](double used, double total) { return total > 0 ? used / total : 1.0; };
-  return std::max(ratio(static_cast<double>(host.memory_used_mib),
-                        static_cast<double>(host.memory_total_mib)),
-                  ratio(static_cast<double>(host.vcpus_used), static_cast<double>(host.vcpus_total)));
-}
+double HostLoad(const HostView& host) { return Load(host); }
 
 Result<PlacementPolicy> ParsePlacementPolicy(const std::string& name) {
   if (name == "spread") return PlacementPolicy::kSpread;

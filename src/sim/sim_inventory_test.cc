@@ -92,5 +92,31 @@ TEST(SimInventoryTest, DestinationCascadeMatchesOneCallOverAllHosts) {
   }
 }
 
+// PlaceNew over all hosts (unexplained, over name-ordered views) must pick
+// what one explained ChoosePlacement call over the hosts in host order picks.
+TEST(SimInventoryTest, PlacementOverAllHostsMatchesTheExplainedRanking) {
+  for (PlacementPolicy policy :
+       {PlacementPolicy::kSpread, PlacementPolicy::kPack, PlacementPolicy::kRandom}) {
+    Rng draws(3);
+    Rng rng(4);
+    // 12 hosts per rack: name order (h0, h1, h10, h11, h2, ...) is not host order.
+    TopologyOptions topology = Topology();
+    topology.hosts_per_rack = 12;
+    SimInventory inv(topology, 3);
+    for (int i = 0; i < 400; ++i) {
+      SimVm v;
+      v.kind = static_cast<std::uint32_t>(draws.Below(3));
+      v.memory_mib = static_cast<std::uint32_t>(1024 * (1 + draws.Below(4)));
+      v.vcpus = static_cast<std::uint32_t>(1 + draws.Below(4));
+      const std::uint32_t id = inv.AddVm(v);
+      if (draws.Below(10) == 0) inv.SetUp(static_cast<std::uint32_t>(draws.Below(inv.host_count())), false);
+      Rng peek = rng;
+      const auto want = inv.ExplainedPlacementOverAll(id, policy, peek.NextU64());
+      const auto got = inv.PlaceNew(id, policy, 0, rng);
+      ASSERT_EQ(got, want) << PlacementPolicyName(policy) << " vm " << id;
+    }
+  }
+}
+
 }  // namespace
 }  // namespace escdr::sim
