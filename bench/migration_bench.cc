@@ -1,0 +1,683 @@
+// Live migration of the 256 MiB test guest on real QEMU 7.2 (TCG), three ways:
+//
+//   escdr     `escdr migrate VM --to HOST` through real agents on loopback, to a
+//             host that runs a donor of the same kind, with the kind's catalog
+//             learned by `escdr catalog learn` from the two running donors;
+//   no-escdr  the same command with --no-escdr (same agents and path, nothing
+//             elided);
+//   direct    the source QEMU's own `migrate` to a destination QEMU started with
+//             `-incoming defer`, over TCP loopback: the same kernel, command
+//             line, RAM backend (share=on file in /dev/shm), return-path
+//             capability and max-bandwidth as the agents use.
+//
+// each at QEMU max-bandwidth 125 MB/s (1 Gbit/s) and unlimited, several runs
+// each, interleaved (run 1 of every path and bandwidth, then run 2, ...) so
+// that the load of the shared machine falls on all paths alike. Guest
+// variants: `nokaslr` and `kaslr` (idle guests), and `busy` (nokaslr, the
+// migrating guest rewrites --busy-mib MiB all the time, escdr.dirty=; 125
+// MB/s only).
+//
+// Every migration is checked: the CLI must succeed, an escdr migration must
+// rebuild exactly the bytes the source QEMU wrote and fill every reference
+// (from the donor or by fallback), and in every run the destination's RAM file
+// is compared page by page with the source's (the destination stays paused
+// and the source is kept in postmigrate until the comparison; then the guest
+// is resumed at the destination and must go on counting). A run that fails a
+// check stops the program with an error: a broken migration is not measured.
+//
+//   build/bench/migration_bench [--runs N] [--variants nokaslr,kaslr,busy]
+//       [--paths escdr,no-escdr,direct] [--bandwidths 125000000,0]
+//       [--busy-mib MiB] [--json PATH] [--settle SECONDS]
+//
+// Bandwidth 0 means unlimited (max-bandwidth 64 GiB/s, which QEMU's rate
+// limiter never reaches here). Prints one markdown table per variant and
+// writes every run's figures to --json (default migration_bench.json).
+//
+// Cleanup: agents, their QEMUs, sockets and RAM files go with AgentCluster
+// (RAII, by pid); the direct path's QEMUs are QemuProcess objects started by
+// this program, stopped and their RAM files removed when they go out of
+// scope. SIGINT/SIGTERM stop the program after the migration in progress.
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cinttypes>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include "agent/agent_cluster_testing.h"
+#include "agent/json_util.h"
+#include "agent/vm_records.h"
+#include "escdr/agent/agent_client.h"
+#include "escdr/image/memory_image.h"
+#include "escdr/page/page.h"
+#include "escdr/qemu/launcher.h"
+#include "escdr/qemu/qmp_commands.h"
+#include "escdr/qemu/serial_log.h"
+#include "escdr/sys/clock.h"
+#include "escdr/sys/temp_dir.h"
+#include "escdr/sys/unique_fd.h"
+#include "testing/test_guest.h"
+
+namespace escdr::migbench {
+namespace {
+
+using nlohmann::json;
+using std::chrono::milliseconds;
+using std::chrono::seconds;
+using Cluster = escdr::agent::testing::AgentCluster;
+using escdr::agent::testing::CliResult;
+
+constexpr std::uint64_t kUnlimited = 64ull << 30;  // bytes/s
+constexpr const char* kVm = "mig";
+const VmKind kKind{"debian", "12", "qemu", "7.2"};
+
+std::atomic<bool> g_stop{false};
+void OnSignal(int) { g_stop = true; }
+
+struct Config {
+  int runs = 3;
+  std::vector<std::string> variants = {"nokaslr", "kaslr"};
+  std::vector<std::string> paths = {"escdr", "no-escdr", "direct"};
+  std::vector<std::uint64_t> bandwidths = {125000000, 0};
+  std::uint64_t busy_mib = 32;
+  std::string json_path = "migration_bench.json";
+  int settle_s = 2;
+};
+
+struct Variant {
+  std::string name;
+  bool kaslr = false;
+  std::uint64_t dirty_mib = 0;  // on the migrating guest only
+  std::vector<std::uint64_t> bandwidths;
+};
+
+// One migration's figures. Fields that a path does not have stay at -1.
+struct Sample {
+  std::string variant, path;
+  std::uint64_t bandwidth = 0;  // 0: unlimited
+  int run = 0;
+  std::string from, to;
+  // Bytes on the wire: escdr/no-escdr the source session's frames sent +
+  // received; direct QEMU's ram.transferred (RAM records, headers included).
+  double wire_bytes = 0;
+  // Bytes the source QEMU wrote (escdr/no-escdr: the whole stream, header to
+  // vmdesc; direct: ram.transferred, device state not counted).
+  double stream_bytes = 0;
+  double qemu_total_s = 0;       // source QEMU's query-migrate total-time
+  double end_to_end_s = 0;       // escdr: the CLI's BeginMigration..result; direct: dest start..loaded
+  double qemu_downtime_ms = 0;   // source QEMU's query-migrate downtime
+  double escdr_downtime_ms = -1; // MigrationReport::downtime (ram END .. destination loaded)
+  double qemu_downtime_bytes = 0;
+  double rounds = 0;
+  double page_records = -1, zero_records = -1;
+  double by_position = -1, by_content = -1, from_donor = -1, fallbacks = -1, window_full = -1;
+  double load_before = 0, load_after = 0;  // 1-minute load average
+  std::string ram_check;  // "identical" (anything else stops the program)
+  std::string donor;
+
+  json ToJson() const {
+    return {{"variant", variant},         {"path", path},
+            {"bandwidth", bandwidth},     {"run", run},
+            {"from", from},               {"to", to},
+            {"donor", donor},             {"wire_bytes", wire_bytes},
+            {"stream_bytes", stream_bytes}, {"qemu_total_s", qemu_total_s},
+            {"end_to_end_s", end_to_end_s}, {"qemu_downtime_ms", qemu_downtime_ms},
+            {"escdr_downtime_ms", escdr_downtime_ms},
+            {"qemu_downtime_bytes", qemu_downtime_bytes},
+            {"rounds", rounds},           {"page_records", page_records},
+            {"zero_records", zero_records}, {"pages_by_position", by_position},
+            {"pages_by_content", by_content}, {"pages_from_donor", from_donor},
+            {"fallbacks", fallbacks},     {"pages_window_full", window_full},
+            {"load1_before", load_before}, {"load1_after", load_after},
+            {"ram_check", ram_check}};
+  }
+};
+
+double LoadAverage1() {
+  std::string text = ReadFileToString("/proc/loadavg").value_or("0");
+  return std::strtod(text.c_str(), nullptr);
+}
+
+std::string BandwidthName(std::uint64_t bw) {
+  return bw == 0 ? "unlimited" : fmt::format("{:.0f} MB/s", static_cast<double>(bw) / 1e6);
+}
+
+// Page-by-page comparison of two guest RAM files: "identical", or what differs.
+std::string DiffRam(const std::string& a, const std::string& b) {
+  auto ia = OpenRamFile(a);
+  auto ib = OpenRamFile(b);
+  if (!ia.has_value()) return "cannot open " + a + ": " + ia.error().message();
+  if (!ib.has_value()) return "cannot open " + b + ": " + ib.error().message();
+  const std::uint64_t len = (*ia)->blocks()[0].length;
+  if (len != (*ib)->blocks()[0].length) return "the RAM files differ in size";
+  const std::uint8_t* pa = (*ia)->BlockData(0);
+  const std::uint8_t* pb = (*ib)->BlockData(0);
+  std::uint64_t differing = 0, first = 0;
+  for (std::uint64_t off = 0; off < len; off += kPageSize) {
+    if (std::memcmp(pa + off, pb + off, kPageSize) != 0 && differing++ == 0) first = off;
+  }
+  if (differing == 0) return "identical";
+  return fmt::format("{} pages differ, the first at offset {:#x}", differing, first);
+}
+
+// A TCP port on 127.0.0.1 that was free a moment ago.
+Result<std::uint16_t> FreePort() {
+  UniqueFd fd(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  if (!fd.valid()) return Err(Status::FromErrno("socket", errno));
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (::bind(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
+    return Err(Status::FromErrno("bind 127.0.0.1:0", errno));
+  }
+  socklen_t len = sizeof addr;
+  if (::getsockname(fd.get(), reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
+    return Err(Status::FromErrno("getsockname", errno));
+  }
+  return ntohs(addr.sin_port);
+}
+
+bool CounterAdvances(const std::string& serial_log) {
+  return escdr::agent::testing::CounterAdvances(serial_log, seconds(60));
+}
+
+// ---------------------------------------------------------------- escdr paths
+
+class EscdrPaths {
+ public:
+  EscdrPaths(const Variant& v, std::string guest_dir) : variant_(v), guest_dir_(std::move(guest_dir)) {}
+
+  // Three agents (h1, h2, h3); the migrating VM on h1, donors on h2 and h3;
+  // the kind's catalog learned from the two donors. Does not wait for the
+  // guests to boot (Settle does).
+  Status Start() {
+    for (const char* h : {"h1", "h2", "h3"}) ESCDR_RETURN_IF_ERROR(cluster_.StartAgent(h));
+    const std::string append = Append(variant_.kaslr);
+    const std::pair<const char*, const char*> vms[] = {{kVm, "h1"}, {"donor-b", "h2"}, {"donor-c", "h3"}};
+    for (const auto& [vm, host] : vms) {
+      std::string a = append;
+      if (std::string(vm) == kVm && variant_.dirty_mib > 0) a += fmt::format(" escdr.dirty={}", variant_.dirty_mib);
+      CliResult r = cluster_.Cli({"vm", "create", vm, "--host", host, "--os", kKind.os, "--os-version",
+                                  kKind.os_version, "--hypervisor-version", kKind.hypervisor_version,
+                                  "--memory", "256", "--kernel", guest_dir_ + "/vmlinuz", "--initrd",
+                                  guest_dir_ + "/initrd.img", "--append", a});
+      if (!r.ok()) return Status::Internal(fmt::format("vm create {} on {}: {}", vm, host, r.err));
+    }
+    host_ = "h1";
+    return Status::OK();
+  }
+
+  Status Settle() {
+    for (const auto& [vm, host] : {std::pair<std::string, std::string>{kVm, "h1"}, {"donor-b", "h2"}, {"donor-c", "h3"}}) {
+      auto info = cluster_.FindVm(host, vm);
+      if (!info) return Status::NotFound(fmt::format("VM {} is not listed by agent {}", vm, host));
+      if (!escdr::agent::testing::WaitUntil(
+              [&] { return escdr::agent::testing::Counter(info->serial_log) >= 3; }, seconds(300))) {
+        return Status::Timeout(fmt::format("VM {} did not boot: {}", vm, SerialLogTail(info->serial_log)));
+      }
+      if (vm != kVm) donor_rams_.push_back(info->ram_path);
+    }
+    std::vector<std::string> learn = {"catalog", "learn", "--os", kKind.os, "--os-version",
+                                      kKind.os_version, "--hypervisor", kKind.hypervisor,
+                                      "--hypervisor-version", kKind.hypervisor_version};
+    learn.insert(learn.end(), donor_rams_.begin(), donor_rams_.end());
+    CliResult r = cluster_.Cli(learn);
+    if (!r.ok()) return Status::Internal("catalog learn: " + r.err);
+    std::printf("  %s", r.out.c_str());
+    return Status::OK();
+  }
+
+  // One migration of the VM to the other donor host, checked.
+  Result<Sample> Migrate(bool escdr, std::uint64_t bandwidth) {
+    const std::string src = host_;
+    const std::string dst = src == "h2" ? "h3" : "h2";
+    Sample s;
+    s.path = escdr ? "escdr" : "no-escdr";
+    s.from = src;
+    s.to = dst;
+    std::vector<std::string> args = {"--json", "migrate", kVm, "--to", dst, "--max-bandwidth",
+                                     std::to_string(bandwidth == 0 ? kUnlimited : bandwidth),
+                                     "--keep-paused", "--keep-source", "--timeout", "600"};
+    if (!escdr) args.push_back("--no-escdr");
+    s.load_before = LoadAverage1();
+    CliResult r = cluster_.Cli(args);
+    s.load_after = LoadAverage1();
+    if (!r.ok()) {
+      return Err(Status::Aborted(fmt::format("escdr migrate {} {} -> {} failed: {}\nsource agent: {}\ndestination agent: {}",
+                                             s.path, src, dst, r.err, cluster_.AgentLog(src), cluster_.AgentLog(dst))));
+    }
+    json out;
+    try {
+      out = json::parse(r.out);
+    } catch (const json::exception& e) {
+      return Err(Status::ProtocolError(fmt::format("escdr --json migrate printed no JSON ({}): {}", e.what(), r.out)));
+    }
+    // The CLI succeeded: from here on the VM's home is the destination.
+    host_ = dst;
+    const MigrationReport rep = agent::MigrationReportFromJson(out.value("report", json::object()));
+    s.donor = agent::StringOr(out, "donor");
+    s.wire_bytes = static_cast<double>(rep.wire_bytes_sent + rep.wire_bytes_received);
+    s.stream_bytes = static_cast<double>(rep.stream_bytes);
+    s.qemu_total_s = static_cast<double>(agent::U64Or(out, "qemu_total_time_ms")) / 1000.0;
+    s.end_to_end_s = static_cast<double>(agent::U64Or(out, "total_ms")) / 1000.0;
+    s.qemu_downtime_ms = static_cast<double>(agent::U64Or(out, "qemu_downtime_ms"));
+    s.escdr_downtime_ms = rep.downtime_measured ? static_cast<double>(rep.downtime.count()) / 1000.0 : -1;
+    s.qemu_downtime_bytes = static_cast<double>(agent::U64Or(out, "qemu_downtime_bytes"));
+    s.rounds = static_cast<double>(agent::U64Or(out, "qemu_rounds"));
+    s.page_records = static_cast<double>(rep.page_records);
+    s.zero_records = static_cast<double>(rep.zero_records);
+    s.by_position = static_cast<double>(rep.pages_by_position);
+    s.by_content = static_cast<double>(rep.pages_by_content);
+    s.from_donor = static_cast<double>(rep.pages_from_donor);
+    s.fallbacks = static_cast<double>(rep.fallbacks);
+    s.window_full = static_cast<double>(rep.pages_window_full);
+
+    // The report's own invariants.
+    if (rep.rebuilt_bytes != rep.stream_bytes || rep.stream_bytes == 0) {
+      return Err(Status::Corruption(fmt::format("{}: the destination wrote {} bytes of a {}-byte stream",
+                                                s.path, rep.rebuilt_bytes, rep.stream_bytes)));
+    }
+    if (rep.pages_from_donor + rep.fallbacks != rep.pages_elided()) {
+      return Err(Status::Corruption(fmt::format("{}: {} pages elided but {} from the donor and {} fallbacks",
+                                                s.path, rep.pages_elided(), rep.pages_from_donor, rep.fallbacks)));
+    }
+    if (!escdr && rep.pages_elided() != 0) {
+      return Err(Status::Corruption(fmt::format("--no-escdr elided {} pages", rep.pages_elided())));
+    }
+    if (escdr && rep.pages_elided() == 0) {
+      return Err(Status::FailedPrecondition(fmt::format(
+          "escdr elided nothing (donor '{}', note '{}')", s.donor, agent::StringOr(out, "note"))));
+    }
+
+    // The kept source (postmigrate) and the paused destination hold the same RAM.
+    std::string src_ram;
+    for (const agent::VmRecord& rec : cluster_.Records(src)) {
+      if (rec.name == kVm && rec.role == agent::VmRole::kMigrated) src_ram = rec.spec.ram_path;
+    }
+    const agent::VmInfo dest = agent::VmInfo::FromJson(out.value("destination_vm", json::object()));
+    if (src_ram.empty()) return Err(Status::NotFound("the kept source of " + std::string(kVm) + " on " + src));
+    s.ram_check = DiffRam(src_ram, dest.ram_path);
+    if (s.ram_check != "identical") {
+      return Err(Status::Corruption(fmt::format("{} {} -> {}: destination RAM differs from the source's: {}",
+                                                s.path, src, dst, s.ram_check)));
+    }
+    // Resume at the destination, drop the kept source, and see the guest count on.
+    CliResult started = cluster_.Cli({"vm", "start", kVm});
+    if (!started.ok()) return Err(Status::Internal("vm start after migration: " + started.err));
+    Status stopped = cluster_.Client(src).StopVm(kVm);
+    if (!stopped.ok()) return Err(stopped.WithContext("removing the kept source on " + src));
+    if (!CounterAdvances(dest.serial_log)) {
+      return Err(Status::Aborted(fmt::format("the guest does not count on at {}: {}", dst,
+                                             SerialLogTail(dest.serial_log))));
+    }
+    return s;
+  }
+
+  static std::string Append(bool kaslr) {
+    return kaslr ? "console=ttyS0 quiet" : "console=ttyS0 quiet nokaslr";
+  }
+
+ private:
+  Variant variant_;
+  std::string guest_dir_;
+  Cluster cluster_;
+  std::string host_;
+  std::vector<std::string> donor_rams_;
+};
+
+// ---------------------------------------------------------------- direct path
+
+class DirectPath {
+ public:
+  DirectPath(const Variant& v, std::string guest_dir) : variant_(v), guest_dir_(std::move(guest_dir)) {}
+
+  Status Start() {
+    ESCDR_ASSIGN_OR_RETURN(dir_, TempDir::Create("escdr-migbench", "/dev/shm"));
+    LaunchSpec spec;
+    spec.memory_mib = 256;
+    spec.kernel = guest_dir_ + "/vmlinuz";
+    spec.initrd = guest_dir_ + "/initrd.img";
+    spec.append = EscdrPaths::Append(variant_.kaslr);
+    if (variant_.dirty_mib > 0) spec.append += fmt::format(" escdr.dirty={}", variant_.dirty_mib);
+    SetPaths(spec, 0);
+    QemuProcessOptions o;
+    o.remove_ram_file = true;
+    ESCDR_ASSIGN_OR_RETURN(current_, QemuProcess::Start(spec, o));
+    return Status::OK();
+  }
+
+  Status Settle() {
+    if (!escdr::agent::testing::WaitUntil(
+            [&] { return escdr::agent::testing::Counter(current_->spec().serial_log) >= 3; }, seconds(300))) {
+      return Status::Timeout("the direct-path guest did not boot: " + SerialLogTail(current_->spec().serial_log));
+    }
+    return Status::OK();
+  }
+
+  Result<Sample> Migrate(std::uint64_t bandwidth) {
+    Sample s;
+    s.path = "direct";
+    s.from = fmt::format("qemu{}", generation_);
+    s.to = fmt::format("qemu{}", generation_ + 1);
+    LaunchSpec spec = current_->spec();
+    SetPaths(spec, generation_ + 1);
+    spec.incoming = "defer";
+    spec.start_paused = true;
+    QemuProcessOptions o;
+    o.remove_ram_file = true;
+    s.load_before = LoadAverage1();
+    const auto t0 = MonotonicClock::now();
+    ESCDR_ASSIGN_OR_RETURN(std::unique_ptr<QemuProcess> dst, QemuProcess::Start(spec, o));
+    ESCDR_ASSIGN_OR_RETURN(std::uint16_t port, FreePort());
+    const std::string uri = fmt::format("tcp:127.0.0.1:{}", port);
+    ESCDR_RETURN_IF_ERROR(MigrateIncoming(dst->qmp(), uri));
+    QmpClient& src = current_->qmp();
+    ESCDR_RETURN_IF_ERROR(SetMigrationCapabilities(src, {{"return-path", true}}));
+    ESCDR_RETURN_IF_ERROR(SetMigrationParameters(
+        src, {{"max-bandwidth", bandwidth == 0 ? kUnlimited : bandwidth}}));
+    ESCDR_RETURN_IF_ERROR(::escdr::Migrate(src, uri));
+    ESCDR_ASSIGN_OR_RETURN(MigrationInfo info, WaitForMigration(src, seconds(600), milliseconds(10)));
+    ESCDR_ASSIGN_OR_RETURN(MigrationInfo dinfo, WaitForMigration(dst->qmp(), seconds(600), milliseconds(10)));
+    (void)dinfo;
+    s.end_to_end_s = SecondsSince(t0);
+    s.load_after = LoadAverage1();
+    s.wire_bytes = static_cast<double>(info.ram_transferred);
+    s.stream_bytes = static_cast<double>(info.ram_transferred);
+    s.qemu_total_s = static_cast<double>(info.total_time_ms) / 1000.0;
+    s.qemu_downtime_ms = static_cast<double>(info.downtime_ms);
+    s.qemu_downtime_bytes = static_cast<double>(info.ram_downtime_bytes);
+    s.rounds = static_cast<double>(info.ram_dirty_sync_count);
+    s.page_records = static_cast<double>(info.ram_normal);
+    s.zero_records = static_cast<double>(info.ram_duplicate);
+
+    s.ram_check = DiffRam(current_->spec().ram_path, dst->spec().ram_path);
+    if (s.ram_check != "identical") {
+      return Err(Status::Corruption("direct: destination RAM differs from the source's: " + s.ram_check));
+    }
+    ESCDR_RETURN_IF_ERROR(Cont(dst->qmp()));
+    (void)current_->Stop();
+    current_ = std::move(dst);
+    ++generation_;
+    if (!CounterAdvances(current_->spec().serial_log)) {
+      return Err(Status::Aborted("direct: the guest does not count on at the destination: " +
+                                 SerialLogTail(current_->spec().serial_log)));
+    }
+    return s;
+  }
+
+ private:
+  void SetPaths(LaunchSpec& spec, int gen) const {
+    spec.name = fmt::format("migbench-direct-{}", gen);
+    spec.ram_path = dir_.File(fmt::format("g{}.ram", gen));
+    spec.qmp_socket = dir_.File(fmt::format("g{}.qmp", gen));
+    spec.serial_log = dir_.File(fmt::format("g{}.serial", gen));
+  }
+
+  Variant variant_;
+  std::string guest_dir_;
+  TempDir dir_;
+  std::unique_ptr<QemuProcess> current_;
+  int generation_ = 0;
+};
+
+// ---------------------------------------------------------------- report
+
+struct Stat {
+  double median = 0, min = 0, max = 0;
+  bool valid = false;
+};
+
+Stat Of(std::vector<double> v) {
+  Stat s;
+  std::erase_if(v, [](double x) { return x < 0; });
+  if (v.empty()) return s;
+  std::sort(v.begin(), v.end());
+  s.valid = true;
+  s.min = v.front();
+  s.max = v.back();
+  const std::size_t n = v.size();
+  s.median = n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+  return s;
+}
+
+// "median (min–max)" with `fmt_spec` for each number, scaled by `scale`.
+std::string Cell(const Stat& s, double scale, const char* spec) {
+  if (!s.valid) return "–";
+  const std::string m = fmt::format(fmt::runtime(spec), s.median / scale);
+  if (s.min == s.max) return m;
+  return fmt::format("{} ({}–{})", m, fmt::format(fmt::runtime(spec), s.min / scale),
+                     fmt::format(fmt::runtime(spec), s.max / scale));
+}
+
+template <typename F>
+Stat Field(const std::vector<Sample>& v, F f) {
+  std::vector<double> x;
+  for (const Sample& s : v) x.push_back(f(s));
+  return Of(x);
+}
+
+std::string Table(const std::string& variant, const std::vector<Sample>& all,
+                  const std::vector<std::uint64_t>& bandwidths, const std::vector<std::string>& paths) {
+  std::string t = fmt::format(
+      "\n### {}\n\n"
+      "| path | bandwidth | runs | wire MiB | QEMU stream MiB | wire / stream | QEMU total s | end-to-end s "
+      "| downtime QEMU ms | downtime escdr ms | RAM sent stopped MiB | rounds | PAGE records | by position "
+      "| by content | fallbacks | RAM |\n"
+      "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
+      variant);
+  for (std::uint64_t bw : bandwidths) {
+    for (const std::string& path : paths) {
+      std::vector<Sample> v;
+      for (const Sample& s : all) {
+        if (s.variant == variant && s.bandwidth == bw && s.path == path) v.push_back(s);
+      }
+      if (v.empty()) continue;
+      constexpr double kMiB = 1024.0 * 1024.0;
+      const Stat ratio = Field(v, [](const Sample& s) { return s.wire_bytes / s.stream_bytes * 100; });
+      std::size_t identical = 0;
+      for (const Sample& s : v) identical += s.ram_check == "identical";
+      t += fmt::format("| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {}/{} identical |\n",
+                       path, BandwidthName(bw), v.size(),
+                       Cell(Field(v, [](const Sample& s) { return s.wire_bytes; }), kMiB, "{:.1f}"),
+                       Cell(Field(v, [](const Sample& s) { return s.stream_bytes; }), kMiB, "{:.1f}"),
+                       path == "direct" ? std::string("(RAM only)") : Cell(ratio, 1, "{:.1f} %"),
+                       Cell(Field(v, [](const Sample& s) { return s.qemu_total_s; }), 1, "{:.2f}"),
+                       Cell(Field(v, [](const Sample& s) { return s.end_to_end_s; }), 1, "{:.2f}"),
+                       Cell(Field(v, [](const Sample& s) { return s.qemu_downtime_ms; }), 1, "{:.0f}"),
+                       Cell(Field(v, [](const Sample& s) { return s.escdr_downtime_ms; }), 1, "{:.0f}"),
+                       Cell(Field(v, [](const Sample& s) { return s.qemu_downtime_bytes; }), kMiB, "{:.1f}"),
+                       Cell(Field(v, [](const Sample& s) { return s.rounds; }), 1, "{:.0f}"),
+                       Cell(Field(v, [](const Sample& s) { return s.page_records; }), 1, "{:.0f}"),
+                       Cell(Field(v, [](const Sample& s) { return s.by_position; }), 1, "{:.0f}"),
+                       Cell(Field(v, [](const Sample& s) { return s.by_content; }), 1, "{:.0f}"),
+                       Cell(Field(v, [](const Sample& s) { return s.fallbacks; }), 1, "{:.0f}"),
+                       identical, v.size());
+    }
+  }
+  const Stat load = Field(std::vector<Sample>(all), [&](const Sample& s) {
+    return s.variant == variant ? (s.load_before + s.load_after) / 2 : -1;
+  });
+  t += fmt::format("\n1-minute load average during the runs: median {:.2f}, {:.2f}–{:.2f}\n",
+                   load.median, load.min, load.max);
+  return t;
+}
+
+// ---------------------------------------------------------------- main
+
+std::vector<std::string> SplitList(const std::string& s) {
+  std::vector<std::string> out;
+  std::size_t start = 0;
+  while (start <= s.size()) {
+    std::size_t end = s.find(',', start);
+    if (end == std::string::npos) end = s.size();
+    if (end > start) out.push_back(s.substr(start, end - start));
+    start = end + 1;
+  }
+  return out;
+}
+
+Result<Config> ParseArgs(int argc, char** argv) {
+  Config c;
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    auto value = [&]() -> Result<std::string> {
+      if (i + 1 >= argc) return Err(Status::InvalidArgument(a + " needs a value"));
+      return std::string(argv[++i]);
+    };
+    if (a == "--runs") {
+      ESCDR_ASSIGN_OR_RETURN(std::string v, value());
+      c.runs = std::atoi(v.c_str());
+    } else if (a == "--variants") {
+      ESCDR_ASSIGN_OR_RETURN(std::string v, value());
+      c.variants = SplitList(v);
+    } else if (a == "--paths") {
+      ESCDR_ASSIGN_OR_RETURN(std::string v, value());
+      c.paths = SplitList(v);
+    } else if (a == "--bandwidths") {
+      ESCDR_ASSIGN_OR_RETURN(std::string v, value());
+      c.bandwidths.clear();
+      for (const std::string& b : SplitList(v)) c.bandwidths.push_back(std::strtoull(b.c_str(), nullptr, 10));
+    } else if (a == "--busy-mib") {
+      ESCDR_ASSIGN_OR_RETURN(std::string v, value());
+      c.busy_mib = std::strtoull(v.c_str(), nullptr, 10);
+    } else if (a == "--json") {
+      ESCDR_ASSIGN_OR_RETURN(c.json_path, value());
+    } else if (a == "--settle") {
+      ESCDR_ASSIGN_OR_RETURN(std::string v, value());
+      c.settle_s = std::atoi(v.c_str());
+    } else {
+      return Err(Status::InvalidArgument(
+          "usage: migration_bench [--runs N] [--variants nokaslr,kaslr,busy] [--paths escdr,no-escdr,direct] "
+          "[--bandwidths 125000000,0] [--busy-mib MiB] [--json PATH] [--settle SECONDS]; unknown argument " + a));
+    }
+  }
+  if (c.runs < 1) return Err(Status::InvalidArgument("--runs must be at least 1"));
+  for (const std::string& p : c.paths) {
+    if (p != "escdr" && p != "no-escdr" && p != "direct") return Err(Status::InvalidArgument("unknown path " + p));
+  }
+  return c;
+}
+
+Status RunVariant(const Config& cfg, const Variant& v, const std::string& guest_dir,
+                  std::vector<Sample>& samples, const std::function<void()>& save) {
+  std::printf("== %s: booting guests\n", v.name.c_str());
+  std::fflush(stdout);
+  const bool want_escdr = std::ranges::any_of(cfg.paths, [](const std::string& p) { return p != "direct"; });
+  const bool want_direct = std::ranges::find(cfg.paths, "direct") != cfg.paths.end();
+  std::optional<EscdrPaths> agents;
+  std::optional<DirectPath> direct;
+  if (want_escdr) {
+    agents.emplace(v, guest_dir);
+    ESCDR_RETURN_IF_ERROR(agents->Start());
+  }
+  if (want_direct) {
+    direct.emplace(v, guest_dir);
+    ESCDR_RETURN_IF_ERROR(direct->Start());
+  }
+  if (agents) ESCDR_RETURN_IF_ERROR(agents->Settle());
+  if (direct) ESCDR_RETURN_IF_ERROR(direct->Settle());
+  for (int run = 1; run <= cfg.runs; ++run) {
+    for (std::uint64_t bw : v.bandwidths) {
+      for (const std::string& path : cfg.paths) {
+        if (g_stop) return Status::Aborted("interrupted");
+        std::this_thread::sleep_for(seconds(cfg.settle_s));
+        Result<Sample> s = path == "direct" ? direct->Migrate(bw) : agents->Migrate(path == "escdr", bw);
+        if (!s.has_value()) {
+          return s.error().WithContext(fmt::format("{} run {} {} at {}", v.name, run, path, BandwidthName(bw)));
+        }
+        s->variant = v.name;
+        s->bandwidth = bw;
+        s->run = run;
+        std::printf("  run %d %-8s %-9s %s->%s wire %6.1f MiB stream %6.1f MiB  QEMU total %5.2f s  end-to-end %5.2f s  "
+                    "downtime QEMU %4.0f ms escdr %4.0f ms  pos %6.0f cont %5.0f fb %3.0f  load %.2f  RAM %s\n",
+                    run, path.c_str(), BandwidthName(bw).c_str(), s->from.c_str(), s->to.c_str(),
+                    s->wire_bytes / 1048576.0, s->stream_bytes / 1048576.0, s->qemu_total_s, s->end_to_end_s,
+                    s->qemu_downtime_ms, s->escdr_downtime_ms, s->by_position, s->by_content, s->fallbacks,
+                    s->load_after, s->ram_check.c_str());
+        std::fflush(stdout);
+        samples.push_back(*s);
+        save();
+      }
+    }
+  }
+  return Status::OK();
+}
+
+int Main(int argc, char** argv) {
+  auto cfg = ParseArgs(argc, argv);
+  if (!cfg.has_value()) {
+    std::fprintf(stderr, "migration_bench: %s\n", cfg.error().message().c_str());
+    return 2;
+  }
+  struct sigaction sa {};
+  sa.sa_handler = OnSignal;
+  sigaction(SIGINT, &sa, nullptr);
+  sigaction(SIGTERM, &sa, nullptr);
+
+  auto guest = escdr::testing::EnsureGuestBuilt();
+  if (!guest.has_value()) {
+    std::fprintf(stderr, "migration_bench: test guest: %s\n", guest.error().message().c_str());
+    return 1;
+  }
+  std::vector<Variant> variants;
+  for (const std::string& name : cfg->variants) {
+    if (name == "nokaslr") variants.push_back({name, false, 0, cfg->bandwidths});
+    else if (name == "kaslr") variants.push_back({name, true, 0, cfg->bandwidths});
+    else if (name == "busy") variants.push_back({name, false, cfg->busy_mib, {125000000}});
+    else {
+      std::fprintf(stderr, "migration_bench: unknown variant %s\n", name.c_str());
+      return 2;
+    }
+  }
+
+  std::vector<Sample> samples;
+  const double load_start = LoadAverage1();
+  auto save = [&] {
+    json doc = {{"guest_dir", *guest},
+                {"memory_mib", 256},
+                {"runs", cfg->runs},
+                {"busy_mib", cfg->busy_mib},
+                {"unlimited_bandwidth", kUnlimited},
+                {"load1_start", load_start},
+                {"samples", json::array()}};
+    for (const Sample& s : samples) doc["samples"].push_back(s.ToJson());
+    Status st = WriteStringToFile(cfg->json_path, doc.dump(2) + "\n");
+    if (!st.ok()) std::fprintf(stderr, "migration_bench: writing %s: %s\n", cfg->json_path.c_str(), st.message().c_str());
+  };
+  Status failed;
+  for (const Variant& v : variants) {
+    failed = RunVariant(*cfg, v, *guest, samples, save);
+    if (!failed.ok()) break;
+  }
+  save();
+  for (const Variant& v : variants) {
+    std::fputs(Table(v.name, samples, v.bandwidths, cfg->paths).c_str(), stdout);
+  }
+  std::printf("\nfigures of every run: %s\n", cfg->json_path.c_str());
+  if (!failed.ok()) {
+    std::fprintf(stderr, "migration_bench: %s\n", failed.message().c_str());
+    return 1;
+  }
+  return 0;
+}
+
+}  // namespace
+}  // namespace escdr::migbench
+
+int main(int argc, char** argv) { return escdr::migbench::Main(argc, argv); }
