@@ -221,7 +221,9 @@ std::string E2eTest::mover_;
 std::string E2eTest::partner_;
 json E2eTest::learn_out_;
 
-TEST_F(E2eTest, SpreadPlacementUsesEveryHost) {
+// One test for what the set-up did (every TEST boots its own guests under
+// CTest, so the cheap checks share one boot).
+TEST_F(E2eTest, SpreadPlacementThenCatalogLearnedFromRunningVms) {
   // Spread ranks hosts by the VMs of the kind they run, fewest first: the
   // first three go to three different hosts, so four make 2/1/1.
   auto inv = cluster_->OpenInventory().value();
@@ -239,19 +241,26 @@ TEST_F(E2eTest, SpreadPlacementUsesEveryHost) {
   std::set<std::string> first_three;
   for (int i = 0; i < 3; ++i) first_three.insert(placed_[kVms[i]]);
   EXPECT_EQ(first_three.size(), 3u);
-}
 
-TEST_F(E2eTest, CatalogLearnedFromRunningVms) {
+  // The catalog: three samples, the kind taken from the VMs, stored in the
+  // inventory where the agents find it.
   ASSERT_TRUE(learn_out_.is_object());
   EXPECT_EQ(learn_out_["samples"], 3);
   EXPECT_EQ(StringOr(learn_out_["kind"], "os"), kKind.os);
+  EXPECT_EQ(StringOr(learn_out_["kind"], "os_version"), kKind.os_version);
+  EXPECT_EQ(StringOr(learn_out_["kind"], "hypervisor"), kKind.hypervisor);
   EXPECT_EQ(StringOr(learn_out_["kind"], "hypervisor_version"), kKind.hypervisor_version);
   std::vector<std::string> vms = learn_out_["vms"].get<std::vector<std::string>>();
   EXPECT_EQ(vms.size(), 3u);
   EXPECT_EQ(std::count(vms.begin(), vms.end(), mover_), 0);
+  for (const std::string& vm : vms) {
+    EXPECT_NE(std::count(learn_out_["images"].begin(), learn_out_["images"].end(),
+                         inv->GetVm(vm).value().ram_path),
+              0)
+        << vm;
+  }
   EXPECT_GT(U64Or(learn_out_, "position_pages"), 1000u);
-  // The agents find it in the inventory.
-  auto bytes = cluster_->OpenInventory().value()->GetCatalog(kKind);
+  auto bytes = inv->GetCatalog(kKind);
   ASSERT_TRUE(bytes.has_value()) << bytes.error().ToString();
   EXPECT_EQ(bytes->size(), U64Or(learn_out_, "size_bytes"));
 }
