@@ -129,6 +129,9 @@ json MigrationReportToJson(const MigrationReport& r) {
           {"total_time_us", r.total_time.count()},
           {"downtime_us", r.downtime.count()},
           {"downtime_measured", r.downtime_measured},
+          {"max_stream_in_flight", r.max_stream_in_flight},
+          {"budget_waits", r.budget_waits},
+          {"budget_wait_time_us", r.budget_wait_time.count()},
           {"bytes_saved_by_position", r.bytes_saved_by_position()},
           {"bytes_saved_by_content", r.bytes_saved_by_content()}};
 }
@@ -153,6 +156,9 @@ MigrationReport MigrationReportFromJson(const json& j) {
   r.return_path_bytes = U64Or(j, "return_path_bytes");
   r.total_time = std::chrono::microseconds(U64Or(j, "total_time_us"));
   r.downtime = std::chrono::microseconds(U64Or(j, "downtime_us"));
+  r.max_stream_in_flight = U64Or(j, "max_stream_in_flight");
+  r.budget_waits = U64Or(j, "budget_waits");
+  r.budget_wait_time = std::chrono::microseconds(U64Or(j, "budget_wait_time_us"));
   if (auto it = j.find("downtime_measured"); it != j.end() && it->is_boolean()) {
     r.downtime_measured = it->get<bool>();
   }

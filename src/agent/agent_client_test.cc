@@ -67,9 +67,13 @@ TEST(MigrationReportJsonTest, RoundTripKeepsEveryFigure) {
   r.total_time = std::chrono::microseconds(17);
   r.downtime = std::chrono::microseconds(18);
   r.downtime_measured = true;
+  r.max_stream_in_flight = 19;
+  r.budget_waits = 20;
+  r.budget_wait_time = std::chrono::microseconds(21);
   const json j = MigrationReportToJson(r);
   EXPECT_EQ(MigrationReportToJson(MigrationReportFromJson(j)), j);
   EXPECT_EQ(j["bytes_saved_by_position"], 5 * 4096);
+  EXPECT_EQ(j["budget_wait_time_us"], 21);
 }
 
 TEST(VmInfoJsonTest, RoundTripAndMissingFields) {
