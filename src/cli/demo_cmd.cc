@@ -364,12 +364,11 @@ Status Demo::WaitForBoot() {
 }
 
 Result<json> Demo::LearnCatalog() {
-  std::vector<std::string> args = {"catalog", "learn", "--os", kKind.os, "--os-version", kKind.os_version,
-                                   "--hypervisor", kKind.hypervisor, "--hypervisor-version",
-                                   kKind.hypervisor_version};
+  // The kind comes from the VMs themselves (they are all of kKind).
+  std::vector<std::string> args = {"catalog", "learn"};
   std::string names;
   for (int i = 0; i < kLearnFrom; ++i) {
-    args.push_back(vms_[i].ram_path);
+    args.insert(args.end(), {"--from-vm", vms_[i].name});
     names += (i ? ", " : "") + vms_[i].name;
   }
   Say("\n== 4. Learning the static-page catalog of the kind from the RAM of {}", names);
