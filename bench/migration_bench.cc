@@ -27,7 +27,12 @@
 //
 //   build/bench/migration_bench [--runs N] [--variants nokaslr,kaslr,busy]
 //       [--paths escdr,no-escdr,direct] [--bandwidths 125000000,0]
-//       [--busy-mib MiB] [--json PATH] [--settle SECONDS]
+//       [--busy-mib MiB] [--wire-rate BYTES_PER_S] [--json PATH] [--settle SECONDS]
+//
+// QEMU's max-bandwidth caps the stream QEMU writes, before escdr elides
+// anything, so it does not model a network link for escdr. --wire-rate does:
+// every migration connection (agent to agent, or QEMU to QEMU) then passes a
+// relay that forwards at most that many bytes/s in each direction.
 //
 // Bandwidth 0 means unlimited (max-bandwidth 64 GiB/s, which QEMU's rate
 // limiter never reaches here). Prints one markdown table per variant and
@@ -50,8 +55,10 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <functional>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <thread>
@@ -72,6 +79,7 @@
 #include "escdr/sys/clock.h"
 #include "escdr/sys/temp_dir.h"
 #include "escdr/sys/unique_fd.h"
+#include "escdr/wire/socket.h"
 #include "testing/test_guest.h"
 
 namespace escdr::migbench {
@@ -98,6 +106,9 @@ struct Config {
   std::uint64_t busy_mib = 32;
   std::string json_path = "migration_bench.json";
   int settle_s = 2;
+  // > 0: every migration connection goes through a relay that forwards at
+  // most this many bytes/s in each direction (a network link of that rate).
+  std::uint64_t wire_rate = 0;
 };
 
 struct Variant {
@@ -127,6 +138,7 @@ struct Sample {
   double rounds = 0;
   double page_records = -1, zero_records = -1;
   double by_position = -1, by_content = -1, from_donor = -1, fallbacks = -1, window_full = -1;
+  double scan_ms = -1;  // the destination's donor scan (MigrationReport::scan_time)
   double load_before = 0, load_after = 0;  // 1-minute load average
   std::string ram_check;  // "identical" (anything else stops the program)
   std::string donor;
@@ -144,6 +156,7 @@ struct Sample {
             {"zero_records", zero_records}, {"pages_by_position", by_position},
             {"pages_by_content", by_content}, {"pages_from_donor", from_donor},
             {"fallbacks", fallbacks},     {"pages_window_full", window_full},
+            {"donor_scan_ms", scan_ms},
             {"load1_before", load_before}, {"load1_after", load_after},
             {"ram_check", ram_check}};
   }
@@ -155,7 +168,9 @@ double LoadAverage1() {
 }
 
 std::string BandwidthName(std::uint64_t bw) {
-  return bw == 0 ? "unlimited" : fmt::format("{:.0f} MB/s", static_cast<double>(bw) / 1e6);
+  if (bw == 0) return "unlimited";
+  return bw % 1000000 == 0 ? fmt::format("{} MB/s", bw / 1000000)
+                           : fmt::format("{:.1f} MB/s", static_cast<double>(bw) / 1e6);
 }
 
 // Page-by-page comparison of two guest RAM files: "identical", or what differs.
@@ -196,6 +211,93 @@ Result<std::uint16_t> FreePort() {
 bool CounterAdvances(const std::string& serial_log) {
   return escdr::agent::testing::CounterAdvances(serial_log, seconds(60));
 }
+
+// ---------------------------------------------------------------- link
+
+// A TCP relay on 127.0.0.1 that forwards every connection to `target` at no
+// more than `rate` bytes/s per direction (all connections of a direction share
+// the rate), in 16 KiB steps: a network link of that rate between the two
+// ends, with the kernel's socket buffers as its queue. Stops and joins its
+// threads when destroyed.
+class Link {
+ public:
+  static Result<std::unique_ptr<Link>> Start(std::string target_host, std::uint16_t target_port,
+                                             std::uint64_t rate) {
+    ESCDR_ASSIGN_OR_RETURN(wire::TcpListener l, wire::TcpListener::Listen("127.0.0.1", 0));
+    std::unique_ptr<Link> link(new Link(std::move(l), std::move(target_host), target_port, rate));
+    link->accept_ = std::thread([p = link.get()] { p->AcceptLoop(); });
+    return link;
+  }
+  ~Link() {
+    stop_ = true;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      for (auto& c : conns_) c->Shutdown();
+    }
+    if (accept_.joinable()) accept_.join();
+    for (auto& t : pumps_) t.join();
+  }
+  Link(const Link&) = delete;
+  Link& operator=(const Link&) = delete;
+
+  std::string address() const { return fmt::format("127.0.0.1:{}", listener_.port()); }
+  std::uint16_t port() const { return listener_.port(); }
+
+ private:
+  struct Pacer {
+    std::mutex mu;
+    MonotonicClock::time_point next{};
+  };
+
+  Link(wire::TcpListener l, std::string host, std::uint16_t port, std::uint64_t rate)
+      : listener_(std::move(l)), host_(std::move(host)), port_(port), rate_(rate) {}
+
+  void AcceptLoop() {
+    while (!stop_) {
+      auto in = listener_.Accept(Deadline::After(milliseconds(100)));
+      if (!in.has_value()) continue;
+      auto out = wire::ConnectTcp(host_, port_, Deadline::After(seconds(10)));
+      if (!out.has_value()) continue;  // closes `in`: the caller sees the refusal
+      std::shared_ptr<wire::Connection> a(std::move(*in)), b(std::move(*out));
+      std::lock_guard<std::mutex> lock(mu_);
+      conns_.push_back(a);
+      conns_.push_back(b);
+      pumps_.emplace_back([this, a, b] { Pump(*a, *b, forward_); });
+      pumps_.emplace_back([this, a, b] { Pump(*b, *a, back_); });
+    }
+  }
+
+  void Pump(wire::Connection& from, wire::Connection& to, Pacer& pacer) {
+    std::vector<std::uint8_t> buf(16 << 10);
+    while (!stop_) {
+      auto n = from.ReadSome(buf, Deadline::After(seconds(600)));
+      if (!n.has_value() || *n == 0) break;
+      MonotonicClock::time_point at;
+      {
+        std::lock_guard<std::mutex> lock(pacer.mu);
+        const auto now = MonotonicClock::now();
+        if (pacer.next < now) pacer.next = now;
+        at = pacer.next;
+        pacer.next += std::chrono::duration_cast<MonotonicClock::duration>(
+            std::chrono::duration<double>(static_cast<double>(*n) / static_cast<double>(rate_)));
+      }
+      std::this_thread::sleep_until(at);
+      if (!to.WriteAll(std::span<const std::uint8_t>(buf.data(), *n), Deadline::After(seconds(600))).ok()) break;
+    }
+    (void)to.ShutdownWrite();
+  }
+
+  wire::TcpListener listener_;
+  std::string host_;
+  std::uint16_t port_;
+  std::uint64_t rate_;
+  std::atomic<bool> stop_{false};
+  Pacer forward_, back_;
+  std::mutex mu_;
+  std::vector<std::shared_ptr<wire::Connection>> conns_;
+  std::thread accept_;
+  std::vector<std::thread> pumps_;
+};
 
 // ---------------------------------------------------------------- escdr paths
 
@@ -244,7 +346,7 @@ class EscdrPaths {
   }
 
   // One migration of the VM to the other donor host, checked.
-  Result<Sample> Migrate(bool escdr, std::uint64_t bandwidth) {
+  Result<Sample> Migrate(bool escdr, std::uint64_t bandwidth, std::uint64_t wire_rate) {
     const std::string src = host_;
     const std::string dst = src == "h2" ? "h3" : "h2";
     Sample s;
@@ -255,6 +357,12 @@ class EscdrPaths {
                                      std::to_string(bandwidth == 0 ? kUnlimited : bandwidth),
                                      "--keep-paused", "--keep-source", "--timeout", "600"};
     if (!escdr) args.push_back("--no-escdr");
+    std::unique_ptr<Link> link;
+    if (wire_rate > 0) {
+      ESCDR_ASSIGN_OR_RETURN(auto hp, agent::ParseAgentAddress(cluster_.Address(dst)));
+      ESCDR_ASSIGN_OR_RETURN(link, Link::Start(hp.first, hp.second, wire_rate));
+      args.insert(args.end(), {"--destination-address", link->address()});
+    }
     s.load_before = LoadAverage1();
     CliResult r = cluster_.Cli(args);
     s.load_after = LoadAverage1();
@@ -287,6 +395,7 @@ class EscdrPaths {
     s.from_donor = static_cast<double>(rep.pages_from_donor);
     s.fallbacks = static_cast<double>(rep.fallbacks);
     s.window_full = static_cast<double>(rep.pages_window_full);
+    s.scan_ms = static_cast<double>(rep.scan_time.count()) / 1000.0;
 
     // The report's own invariants.
     if (rep.rebuilt_bytes != rep.stream_bytes || rep.stream_bytes == 0) {
@@ -370,7 +479,7 @@ class DirectPath {
     return Status::OK();
   }
 
-  Result<Sample> Migrate(std::uint64_t bandwidth) {
+  Result<Sample> Migrate(std::uint64_t bandwidth, std::uint64_t wire_rate) {
     Sample s;
     s.path = "direct";
     s.from = fmt::format("qemu{}", generation_);
@@ -385,8 +494,13 @@ class DirectPath {
     const auto t0 = MonotonicClock::now();
     ESCDR_ASSIGN_OR_RETURN(std::unique_ptr<QemuProcess> dst, QemuProcess::Start(spec, o));
     ESCDR_ASSIGN_OR_RETURN(std::uint16_t port, FreePort());
-    const std::string uri = fmt::format("tcp:127.0.0.1:{}", port);
-    ESCDR_RETURN_IF_ERROR(MigrateIncoming(dst->qmp(), uri));
+    const std::string incoming = fmt::format("tcp:127.0.0.1:{}", port);
+    ESCDR_RETURN_IF_ERROR(MigrateIncoming(dst->qmp(), incoming));
+    std::unique_ptr<Link> link;
+    if (wire_rate > 0) {
+      ESCDR_ASSIGN_OR_RETURN(link, Link::Start("127.0.0.1", port, wire_rate));
+    }
+    const std::string uri = link ? fmt::format("tcp:127.0.0.1:{}", link->port()) : incoming;
     QmpClient& src = current_->qmp();
     ESCDR_RETURN_IF_ERROR(SetMigrationCapabilities(src, {{"return-path", true}}));
     ESCDR_RETURN_IF_ERROR(SetMigrationParameters(
@@ -478,8 +592,8 @@ std::string Table(const std::string& variant, const std::vector<Sample>& all,
       "\n### {}\n\n"
       "| path | bandwidth | runs | wire MiB | QEMU stream MiB | wire / stream | QEMU total s | end-to-end s "
       "| downtime QEMU ms | downtime escdr ms | RAM sent stopped MiB | rounds | PAGE records | by position "
-      "| by content | fallbacks | RAM |\n"
-      "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
+      "| by content | fallbacks | donor scan ms | RAM |\n"
+      "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
       variant);
   for (std::uint64_t bw : bandwidths) {
     for (const std::string& path : paths) {
@@ -492,7 +606,7 @@ std::string Table(const std::string& variant, const std::vector<Sample>& all,
       const Stat ratio = Field(v, [](const Sample& s) { return s.wire_bytes / s.stream_bytes * 100; });
       std::size_t identical = 0;
       for (const Sample& s : v) identical += s.ram_check == "identical";
-      t += fmt::format("| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {}/{} identical |\n",
+      t += fmt::format("| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {}/{} identical |\n",
                        path, BandwidthName(bw), v.size(),
                        Cell(Field(v, [](const Sample& s) { return s.wire_bytes; }), kMiB, "{:.1f}"),
                        Cell(Field(v, [](const Sample& s) { return s.stream_bytes; }), kMiB, "{:.1f}"),
@@ -507,6 +621,7 @@ std::string Table(const std::string& variant, const std::vector<Sample>& all,
                        Cell(Field(v, [](const Sample& s) { return s.by_position; }), 1, "{:.0f}"),
                        Cell(Field(v, [](const Sample& s) { return s.by_content; }), 1, "{:.0f}"),
                        Cell(Field(v, [](const Sample& s) { return s.fallbacks; }), 1, "{:.0f}"),
+                       Cell(Field(v, [](const Sample& s) { return s.scan_ms; }), 1, "{:.0f}"),
                        identical, v.size());
     }
   }
@@ -558,13 +673,17 @@ Result<Config> ParseArgs(int argc, char** argv) {
       c.busy_mib = std::strtoull(v.c_str(), nullptr, 10);
     } else if (a == "--json") {
       ESCDR_ASSIGN_OR_RETURN(c.json_path, value());
+    } else if (a == "--wire-rate") {
+      ESCDR_ASSIGN_OR_RETURN(std::string v, value());
+      c.wire_rate = std::strtoull(v.c_str(), nullptr, 10);
     } else if (a == "--settle") {
       ESCDR_ASSIGN_OR_RETURN(std::string v, value());
       c.settle_s = std::atoi(v.c_str());
     } else {
       return Err(Status::InvalidArgument(
           "usage: migration_bench [--runs N] [--variants nokaslr,kaslr,busy] [--paths escdr,no-escdr,direct] "
-          "[--bandwidths 125000000,0] [--busy-mib MiB] [--json PATH] [--settle SECONDS]; unknown argument " + a));
+          "[--bandwidths 125000000,0] [--wire-rate BYTES_PER_S] [--busy-mib MiB] [--json PATH] [--settle SECONDS]; "
+          "unknown argument " + a));
     }
   }
   if (c.runs < 1) return Err(Status::InvalidArgument("--runs must be at least 1"));
@@ -597,7 +716,8 @@ Status RunVariant(const Config& cfg, const Variant& v, const std::string& guest_
       for (const std::string& path : cfg.paths) {
         if (g_stop) return Status::Aborted("interrupted");
         std::this_thread::sleep_for(seconds(cfg.settle_s));
-        Result<Sample> s = path == "direct" ? direct->Migrate(bw) : agents->Migrate(path == "escdr", bw);
+        Result<Sample> s = path == "direct" ? direct->Migrate(bw, cfg.wire_rate)
+                                            : agents->Migrate(path == "escdr", bw, cfg.wire_rate);
         if (!s.has_value()) {
           return s.error().WithContext(fmt::format("{} run {} {} at {}", v.name, run, path, BandwidthName(bw)));
         }
@@ -654,6 +774,7 @@ int Main(int argc, char** argv) {
                 {"runs", cfg->runs},
                 {"busy_mib", cfg->busy_mib},
                 {"unlimited_bandwidth", kUnlimited},
+                {"wire_rate", cfg->wire_rate},
                 {"load1_start", load_start},
                 {"samples", json::array()}};
     for (const Sample& s : samples) doc["samples"].push_back(s.ToJson());
