@@ -617,7 +617,8 @@ class StreamFiles {
     std::FILE* f = std::fopen(p.c_str(), "wb");
     EXPECT_NE(f, nullptr);
     if (f != nullptr) {
-      std::fwrite(content.data(), 1, content.size(), f);
+      // fwrite's buffer must not be null, which an empty vector's data() is.
+      if (!content.empty()) std::fwrite(content.data(), 1, content.size(), f);
       std::fclose(f);
     }
     return p;
