@@ -39,7 +39,10 @@ class ImageTest : public ::testing::Test {
     std::FILE* f = std::fopen(p.c_str(), "wb");
     EXPECT_NE(f, nullptr) << p;
     if (f != nullptr) {
-      EXPECT_EQ(std::fwrite(content.data(), 1, content.size(), f), content.size());
+      // fwrite's buffer must not be null, which an empty vector's data() is.
+      if (!content.empty()) {
+        EXPECT_EQ(std::fwrite(content.data(), 1, content.size(), f), content.size());
+      }
       std::fclose(f);
     }
     return p;
