@@ -188,7 +188,17 @@ std::string DiffRam(const std::string& a, const std::string& b) {
     if (std::memcmp(pa + off, pb + off, kPageSize) != 0 && differing++ == 0) first = off;
   }
   if (differing == 0) return "identical";
-  return fmt::format("{} pages differ, the first at offset {:#x}", differing, first);
+  // Which side still changes? Look at the first differing page again later.
+  const std::vector<std::uint8_t> a0(pa + first, pa + first + kPageSize), b0(pb + first, pb + first + kPageSize);
+  std::this_thread::sleep_for(seconds(2));
+  const bool a_changed = std::memcmp(a0.data(), pa + first, kPageSize) != 0;
+  const bool b_changed = std::memcmp(b0.data(), pb + first, kPageSize) != 0;
+  std::size_t bytes = 0;
+  for (std::size_t i = 0; i < kPageSize; ++i) bytes += a0[i] != b0[i];
+  return fmt::format("{} pages differ, the first at offset {:#x} ({} bytes of it; 2 s later the source's "
+                     "copy {}, the destination's {})",
+                     differing, first, bytes, a_changed ? "had changed" : "was the same",
+                     b_changed ? "had changed" : "was the same");
 }
 
 // A TCP port on 127.0.0.1 that was free a moment ago.
