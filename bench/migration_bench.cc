@@ -516,7 +516,16 @@ class DirectPath {
     ESCDR_RETURN_IF_ERROR(SetMigrationParameters(
         src, {{"max-bandwidth", bandwidth == 0 ? kUnlimited : bandwidth}}));
     ESCDR_RETURN_IF_ERROR(::escdr::Migrate(src, uri));
-    ESCDR_ASSIGN_OR_RETURN(MigrationInfo info, WaitForMigration(src, seconds(600), milliseconds(10)));
+    // Until the outgoing migration has set its state, the source (itself the
+    // destination of the previous run) reports that incoming migration,
+    // "completed" without RAM figures; wait for the outgoing one's figures.
+    MigrationInfo info;
+    for (const Deadline until = Deadline::After(seconds(600));;) {
+      ESCDR_ASSIGN_OR_RETURN(info, WaitForMigration(src, seconds(600), milliseconds(10)));
+      if (info.has_ram && info.total_time_ms > 0) break;
+      if (until.Expired()) return Err(Status::Timeout("direct: the source never reported its migration's figures"));
+      std::this_thread::sleep_for(milliseconds(10));
+    }
     ESCDR_ASSIGN_OR_RETURN(MigrationInfo dinfo, WaitForMigration(dst->qmp(), seconds(600), milliseconds(10)));
     (void)dinfo;
     s.end_to_end_s = SecondsSince(t0);
