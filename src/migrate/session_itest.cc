@@ -63,12 +63,52 @@ Result<std::vector<std::uint64_t>> DifferingPages(const std::string& a, const st
   return diff;
 }
 
+// One line per differing page (at most `max_pages`): what each side holds,
+// and whether each side's content is catalog content (so could have been sent
+// as a reference). Makes a rare mismatch diagnosable from the test log.
+std::string DescribeDifferences(const std::string& source, const std::string& destination,
+                                const std::vector<std::uint64_t>& pages,
+                                const StaticContent& catalog, std::size_t max_pages = 32) {
+  auto is = OpenRamFile(source, kRamBlock);
+  auto id = OpenRamFile(destination, kRamBlock);
+  if (!is.has_value() || !id.has_value()) return "(cannot open the RAM files)";
+  std::string out;
+  for (std::size_t i = 0; i < pages.size() && i < max_pages; ++i) {
+    const std::uint64_t off = pages[i];
+    const std::uint8_t* s = (*is)->BlockData(0) + off;
+    const std::uint8_t* d = (*id)->BlockData(0) + off;
+    std::size_t first = 0, bytes = 0;
+    for (std::size_t b = 0; b < kPageSize; ++b) {
+      if (s[b] != d[b]) {
+        if (bytes++ == 0) first = b;
+      }
+    }
+    auto side = [&](const std::uint8_t* p) {
+      if (IsZeroPage(p)) return std::string("zero");
+      return fmt::format("non-zero{}", catalog.Find(HashPage(p)) != kNoContent ? " (catalog)" : "");
+    };
+    out += fmt::format("\n  page {:#x}: source {}, destination {}, {} bytes differ from byte {}",
+                       off, side(s), side(d), bytes, first);
+    const std::size_t from = first & ~std::size_t{15};
+    const std::size_t to = std::min<std::size_t>(kPageSize, from + 32);
+    std::string hs, hd;
+    for (std::size_t b = from; b < to; ++b) {
+      hs += fmt::format("{:02x}", s[b]);
+      hd += fmt::format("{:02x}", d[b]);
+    }
+    out += fmt::format("\n    source      @{}: {}\n    destination @{}: {}", from, hs, from, hd);
+  }
+  if (pages.size() > max_pages) out += fmt::format("\n  ... and {} more", pages.size() - max_pages);
+  return out;
+}
+
 struct MigrationRun {
   Result<MigrationReport> source = Err(Status::Internal("not run"));
   Result<MigrationReport> destination = Err(Status::Internal("not run"));
   Result<MigrationInfo> qemu_info = Err(Status::Internal("not run"));
   std::string destination_state;
   std::vector<std::uint64_t> differing_pages;
+  std::string differences;  // DescribeDifferences() of differing_pages
 };
 
 class SessionIntegrationTest : public ::testing::Test {
@@ -191,8 +231,20 @@ class SessionIntegrationTest : public ::testing::Test {
       auto state = QueryStatus((*dest)->qmp());
       run.destination_state = state.has_value() ? *state : state.error().ToString();
       auto diff = DifferingPages(source_->ram_path(), spec.ram_path);
-      if (diff.has_value()) run.differing_pages = *diff;
-      else run.destination = Err(diff.error());
+      if (diff.has_value()) {
+        run.differing_pages = *diff;
+        if (!diff->empty()) {
+          auto source_state = QueryStatus(source_->qmp());
+          run.differences =
+              fmt::format(" (source {}, destination {}, destination serial log {} bytes)",
+                          source_state.has_value() ? *source_state : source_state.error().ToString(),
+                          run.destination_state,
+                          ReadFileToString(spec.serial_log).value_or("").size()) +
+              DescribeDifferences(source_->ram_path(), spec.ram_path, *diff, *catalog_);
+        }
+      } else {
+        run.destination = Err(diff.error());
+      }
     }
     (void)(*dest)->Stop();
     return run;
@@ -227,7 +279,7 @@ TEST_F(SessionIntegrationTest, LiveGuestMigratesByteExactWithDonorPages) {
   EXPECT_EQ(run.qemu_info->status, "completed");
   EXPECT_EQ(run.destination_state, "paused");
   EXPECT_TRUE(run.differing_pages.empty())
-      << run.differing_pages.size() << " pages differ, first at " << run.differing_pages[0];
+      << run.differing_pages.size() << " pages differ:" << run.differences;
   const MigrationReport& r = *run.source;
   EXPECT_EQ(r.rebuilt_bytes, r.stream_bytes);
   EXPECT_GT(r.pages_elided(), 1000u);  // the guests share their kernel and initramfs
@@ -278,7 +330,8 @@ TEST_F(SessionIntegrationTest, DonorPagesChangedAfterTheScanAreFetchedFromTheSou
   ASSERT_TRUE(run.qemu_info.has_value()) << run.qemu_info.error().ToString();
   Print("paused source, 5 donor pages changed", run);
   EXPECT_EQ(run.qemu_info->status, "completed");
-  EXPECT_TRUE(run.differing_pages.empty()) << run.differing_pages.size() << " pages differ";
+  EXPECT_TRUE(run.differing_pages.empty())
+      << run.differing_pages.size() << " pages differ:" << run.differences;
   EXPECT_EQ(run.source->fallbacks, victims.size());
   EXPECT_EQ(run.destination->fallbacks, victims.size());
 }
@@ -300,7 +353,9 @@ TEST_F(SessionIntegrationTest, DowntimeWithoutAndWithTheStreamBudget) {
       ASSERT_TRUE(run.qemu_info.has_value()) << run.qemu_info.error().ToString();
       Print(o->max_stream_in_flight == 0 ? "no budget" : "budget 8 MiB", run);
       EXPECT_EQ(run.qemu_info->status, "completed");
-      EXPECT_TRUE(run.differing_pages.empty()) << run.differing_pages.size() << " pages differ";
+      EXPECT_TRUE(run.differing_pages.empty())
+          << run.differing_pages.size() << " pages differ:"
+          << run.differences;
       if (o->max_stream_in_flight != 0) {
         EXPECT_LE(run.source->max_stream_in_flight, o->max_stream_in_flight);
       }
