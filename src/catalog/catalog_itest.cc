@@ -19,6 +19,7 @@
 #include "escdr/catalog/catalog_match.h"
 #include "escdr/image/memory_image.h"
 #include "escdr/sys/temp_dir.h"
+#include "escdr/qemu/launch_spec.h"
 #include "testing/test_guest.h"
 
 namespace escdr {
@@ -135,7 +136,7 @@ TEST(CatalogGuestTest, NokaslrGuestsAreMostlyStaticByPosition) {
   EXPECT_EQ(doc["content_pages"], catalog->content_count());
   EXPECT_EQ(doc["position_pages"], catalog->position_count());
   EXPECT_EQ(doc["blocks"][0]["name"], "mem0");
-  EXPECT_EQ(doc["blocks"][0]["length"], 256u << 20);
+  EXPECT_EQ(doc["blocks"][0]["length"], (256u << 20) + kTcgRamPadBytes);
 
   CliResult match = RunEscdr(work->path(), state,
                              Args({"--json", "catalog", "match"},

@@ -99,7 +99,7 @@ TEST_F(QemuProcessTest, StopQuitsAndKeepsTheRamFileByDefault) {
   EXPECT_FALSE(PathExists(qemu.qemu_log_path()));
   struct stat st {};
   ASSERT_EQ(::stat(spec_.ram_path.c_str(), &st), 0);  // the caller's file survives
-  EXPECT_EQ(static_cast<std::uint64_t>(st.st_size), 128ull << 20);
+  EXPECT_EQ(static_cast<std::uint64_t>(st.st_size), GuestRamBytes(spec_));
   EXPECT_TRUE(qemu.Stop().ok());  // idempotent
 }
 

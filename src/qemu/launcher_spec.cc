@@ -90,16 +90,21 @@ Status ValidateLaunchSpec(const LaunchSpec& s) {
   return Status::OK();
 }
 
+std::uint64_t GuestRamBytes(const LaunchSpec& spec) {
+  return (spec.memory_mib << 20) + kTcgRamPadBytes;
+}
+
 std::vector<std::string> BuildQemuArgv(const LaunchSpec& s) {
+  const std::uint64_t ram_kib = GuestRamBytes(s) / 1024;
   std::vector<std::string> argv = {
       s.qemu_binary,
       "-name", s.name,
       "-accel", "tcg",
       "-machine", fmt::format("{},memory-backend=mem0", s.machine),
-      "-m", fmt::format("{}M", s.memory_mib),
+      "-m", fmt::format("{}K", ram_kib),
       "-smp", std::to_string(s.vcpus),
-      "-object", fmt::format("memory-backend-file,id=mem0,size={}M,mem-path={},share=on",
-                             s.memory_mib, s.ram_path),
+      "-object", fmt::format("memory-backend-file,id=mem0,size={}K,mem-path={},share=on",
+                             ram_kib, s.ram_path),
       "-nodefaults", "-nographic", "-no-user-config",
       "-nic", "none",
       "-monitor", "none",

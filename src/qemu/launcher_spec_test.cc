@@ -91,10 +91,12 @@ TEST_F(LaunchSpecTest, ArgvUsesTcgSharedFileRamAndNoDefaults) {
   EXPECT_EQ(argv[0], "qemu-system-x86_64");
   EXPECT_EQ(After(argv, "-accel"), "tcg");
   EXPECT_EQ(After(argv, "-machine"), "pc,memory-backend=mem0");
-  EXPECT_EQ(After(argv, "-m"), "512M");
+  // 512 MiB plus the TCG pad (kTcgRamPadBytes), in KiB.
+  EXPECT_EQ(After(argv, "-m"), "524296K");
+  EXPECT_EQ(GuestRamBytes(spec_), (512ull << 20) + 8192);
   EXPECT_EQ(After(argv, "-smp"), "2");
   EXPECT_EQ(After(argv, "-object"),
-            "memory-backend-file,id=mem0,size=512M,mem-path=" + spec_.ram_path + ",share=on");
+            "memory-backend-file,id=mem0,size=524296K,mem-path=" + spec_.ram_path + ",share=on");
   EXPECT_TRUE(Has(argv, "-nodefaults"));
   EXPECT_TRUE(Has(argv, "-nographic"));
   EXPECT_TRUE(Has(argv, "-no-user-config"));

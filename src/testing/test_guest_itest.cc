@@ -15,6 +15,7 @@
 
 #include <gtest/gtest.h>
 
+#include "escdr/qemu/launch_spec.h"
 #include "escdr/qemu/serial_log.h"
 #include "escdr/sys/unique_fd.h"
 
@@ -95,7 +96,7 @@ TEST(TestGuestTest, RamFileHasTheConfiguredSizeAndHoldsTheGuest) {
   TestGuest& g = **guest;
   struct stat st {};
   ASSERT_EQ(::stat(g.ram_path().c_str(), &st), 0);
-  EXPECT_EQ(static_cast<std::uint64_t>(st.st_size), 192ull << 20);
+  EXPECT_EQ(static_cast<std::uint64_t>(st.st_size), (192ull << 20) + kTcgRamPadBytes);
   ASSERT_TRUE(g.Pause().ok());
   auto pages = CountNonZeroPages(g.ram_path());
   ASSERT_TRUE(pages.has_value()) << pages.error().ToString();

@@ -26,7 +26,7 @@ namespace escdr {
 
 struct LaunchSpec {
   std::string name;                // VM name: QEMU -name and error messages
-  std::uint64_t memory_mib = 256;  // guest RAM, MiB (also the RAM file size)
+  std::uint64_t memory_mib = 256;  // guest RAM, MiB (the RAM file: GuestRamBytes())
   std::uint32_t vcpus = 1;
   std::string machine = "pc";      // -machine type; part of the migration ABI
   std::string kernel;              // -kernel: a bzImage path (required)
@@ -52,6 +52,19 @@ struct LaunchSpec {
 // syntax), and a known form of `incoming`. InvalidArgument (or NotFound for a
 // missing file) naming the field and value.
 Status ValidateLaunchSpec(const LaunchSpec& spec);
+
+// QEMU 7.2 under TCG loses guest writes during a migration when a RAM
+// block's length is a multiple of 64 pages: its fast dirty-bitmap sync clears
+// dirty bits without resetting the TCG TLB, so later writes through cached
+// TLB entries are never marked dirty (fixed upstream for QEMU 9.0, "physmem:
+// Fix migration dirty bitmap coherency with TCG memory access"). Giving the
+// guest kTcgRamPadBytes more than memory_mib MiB makes QEMU take its slower
+// sync, which resets the TLB. docs/reliability.md §3.
+inline constexpr std::uint64_t kTcgRamPadBytes = 8192;
+
+// The bytes of guest RAM (and of the RAM file) QEMU gets for `spec`:
+// memory_mib MiB plus kTcgRamPadBytes.
+std::uint64_t GuestRamBytes(const LaunchSpec& spec);
 
 // The QEMU argv (argv[0] = spec.qemu_binary). Does not validate.
 std::vector<std::string> BuildQemuArgv(const LaunchSpec& spec);
