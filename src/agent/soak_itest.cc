@@ -8,21 +8,16 @@
 //
 // The environment sets its size: ESCDR_SOAK_ROUNDS migrations (default 3, so
 // that a CI run stays short; the full soak is 50), of a guest that keeps
-// rewriting ESCDR_SOAK_DIRTY_MIB MiB (escdr.dirty=; default 0, an idle guest;
-// 16 makes QEMU do several pre-copy rounds). A failed check that leaves the
-// guest running (RAM that differs, say) is counted and the soak goes on; a
-// guest that stops counting ends it. The per-migration figures and their
-// ranges are printed at the end.
+// rewriting ESCDR_SOAK_DIRTY_MIB MiB (escdr.dirty=; default 16, which makes
+// QEMU do several pre-copy rounds; 0 is an idle guest). A failed check that
+// leaves the guest running (RAM that differs, say) is counted and the soak
+// goes on; a guest that stops counting ends it. The per-migration figures
+// and their ranges are printed at the end.
 //
-// Why the default guest is idle: QEMU before 9.0 under TCG loses guest writes
-// during a live migration (upstream commit 03bfc2188f, "physmem: Fix migration
-// dirty bitmap coherency with TCG memory access": the 64-page fast path of the
-// dirty-bitmap sync leaves TCG TLB entries writable without dirty tracking).
-// A guest that keeps writing then reaches the destination with some pages of
-// an earlier round, with or without escdr: session_itest-style direct
-// QEMU-to-QEMU migrations of an escdr.dirty=16 guest on QEMU 7.2 differ in
-// 13 to 191 pages, and such a guest soon oopses. Run the busy soak on a QEMU
-// with that fix (or on KVM).
+// A busy guest passes only because the launcher pads TCG guests' RAM by
+// kTcgRamPadBytes (escdr/qemu/launch_spec.h): QEMU 7.2 under TCG otherwise
+// loses guest writes during a live migration, with or without escdr
+// (docs/reliability.md §3).
 #include <unistd.h>
 
 #include <algorithm>
@@ -55,7 +50,7 @@ constexpr const char* kVm = "soak";
 // with 16 MiB QEMU does several pre-copy rounds, and the remainder still fits
 // QEMU's default 300 ms downtime at this bandwidth, so every migration
 // converges.
-constexpr int kDefaultDirtyMib = 0;
+constexpr int kDefaultDirtyMib = 16;
 constexpr const char* kBandwidth = "48M";
 constexpr int kNoEscdrEvery = 10;
 
