@@ -286,8 +286,15 @@ TEST_F(SessionTest, SourceQemuClosingEarlyFailsBothSides) {
   ASSERT_FALSE(out.source.has_value());
   EXPECT_EQ(out.source.error().code(), StatusCode::kProtocolError) << out.source.error().message();
   ASSERT_FALSE(out.destination.has_value());
-  EXPECT_NE(out.destination.error().message().find("source reported:"), std::string::npos)
-      << out.destination.error().message();
+  // The destination reports the source's Error frame, unless the source's
+  // hang-up (a reset: it closes with Acks unread) reaches it first, on the
+  // Ack it is writing or on its next read; the source's own error above
+  // names the cause either way.
+  const std::string& why = out.destination.error().message();
+  EXPECT_TRUE(why.find("source reported:") != std::string::npos ||
+              why.find("cannot send an Ack to the source") != std::string::npos ||
+              why.find("the source closed the connection") != std::string::npos)
+      << why;
 }
 
 TEST_F(SessionTest, DestinationQemuReportingAFailedLoadFailsBothSides) {
