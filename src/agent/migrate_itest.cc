@@ -266,6 +266,28 @@ class MigrateTest : public ::testing::Test {
     return qemu_pid;
   }
 
+  // Migrates kVm slowly through a Relay that breaks the connection with
+  // `fault` at `offset`; waits for the destination QEMU to exist (its pid in
+  // *qemu) and for the CLI to end (*r), and checks the relay did break it.
+  void MigrateThroughFaultyRelay(const Before& b, Relay::Fault fault, std::uint64_t offset,
+                                 pid_t* qemu, CliResult* r) {
+    Relay relay(cluster_->Address(b.dst), fault, offset);
+    std::optional<testing::CliRun> run;
+    run.emplace(cluster_->StartCli({"migrate", kVm, "--to", b.dst, "--max-bandwidth", kSlow,
+                                    "--destination-address", relay.address()})
+                    .value());
+    ASSERT_TRUE(WaitUntil(
+        [&] {
+          for (const VmRecord& rec : cluster_->Records(b.dst)) {
+            if (rec.name == kVm) *qemu = rec.pid;
+          }
+          return *qemu > 0;
+        },
+        seconds(120)));
+    *r = run->Wait();
+    EXPECT_TRUE(relay.faulted());
+  }
+
   // The common checks after a failed migration.
   void ExpectSourceIntact(const Before& b, const CliResult& r, pid_t dest_qemu) {
     EXPECT_FALSE(r.ok()) << r.out;
@@ -438,22 +460,9 @@ TEST_F(MigrateTest, DestinationAgentKilledMidMigration) {
 
 TEST_F(MigrateTest, ConnectionCutMidMigration) {
   Before b = Snapshot();
-  Relay relay(cluster_->Address(b.dst), Relay::Fault::kCut, 2u << 20);
-  std::optional<testing::CliRun> run;
-  run.emplace(cluster_->StartCli({"migrate", kVm, "--to", b.dst, "--max-bandwidth", kSlow,
-                                  "--destination-address", relay.address()})
-                  .value());
   pid_t qemu = 0;
-  ASSERT_TRUE(WaitUntil(
-      [&] {
-        for (const VmRecord& rec : cluster_->Records(b.dst)) {
-          if (rec.name == kVm) qemu = rec.pid;
-        }
-        return qemu > 0;
-      },
-      seconds(120)));
-  CliResult r = run->Wait();
-  EXPECT_TRUE(relay.faulted());
+  CliResult r;
+  ASSERT_NO_FATAL_FAILURE(MigrateThroughFaultyRelay(b, Relay::Fault::kCut, 2u << 20, &qemu, &r));
   EXPECT_NE(r.err.find("lost the connection to the destination agent"), std::string::npos) << r.err;
   ExpectSourceIntact(b, r, qemu);
 }
@@ -474,22 +483,10 @@ TEST_F(MigrateTest, DestinationQemuKilledMidMigration) {
 
 TEST_F(MigrateTest, CorruptedFrameIsDetected) {
   Before b = Snapshot();
-  Relay relay(cluster_->Address(b.dst), Relay::Fault::kFlip, (3u << 20) / 2);
-  std::optional<testing::CliRun> run;
-  run.emplace(cluster_->StartCli({"migrate", kVm, "--to", b.dst, "--max-bandwidth", kSlow,
-                                  "--destination-address", relay.address()})
-                  .value());
   pid_t qemu = 0;
-  ASSERT_TRUE(WaitUntil(
-      [&] {
-        for (const VmRecord& rec : cluster_->Records(b.dst)) {
-          if (rec.name == kVm) qemu = rec.pid;
-        }
-        return qemu > 0;
-      },
-      seconds(120)));
-  CliResult r = run->Wait();
-  EXPECT_TRUE(relay.faulted());
+  CliResult r;
+  ASSERT_NO_FATAL_FAILURE(
+      MigrateThroughFaultyRelay(b, Relay::Fault::kFlip, (3u << 20) / 2, &qemu, &r));
   EXPECT_NE(r.err.find("checksum mismatch"), std::string::npos) << r.err;
   ExpectSourceIntact(b, r, qemu);
 }
