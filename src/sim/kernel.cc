@@ -48,7 +48,7 @@ std::vector<sg4::LinkInRoute> Up(const sg4::Link* link) {
 // set_rate() on one-sided comms, and QEMU's max-bandwidth is a rate cap.
 class Channel {
  public:
-  Channel(sg4::Host* dst, double rate) : rate_(rate) {
+  explicit Channel(sg4::Host* dst) {
     static std::uint64_t next_id = 0;
     mailbox_ = sg4::Mailbox::by_name(fmt::format("migration-{}", next_id++));
     sg4::Mailbox* mailbox = mailbox_;
@@ -59,11 +59,12 @@ class Channel {
       }
     })->daemonize();
   }
-  // Sends `bytes`; returns when the last byte arrived.
-  void Send(std::uint64_t bytes, bool last) {
+  // Starts sending `bytes` at no more than `rate` B/s (0: no cap).
+  sg4::CommPtr Start(std::uint64_t bytes, bool last, double rate) {
     sg4::CommPtr comm = mailbox_->put_init(last ? &last_ : &more_, bytes);
-    if (rate_ > 0) comm->set_rate(rate_);
-    comm->wait();
+    if (rate > 0) comm->set_rate(rate);
+    comm->start();
+    return comm;
   }
 
  private:
@@ -71,7 +72,12 @@ class Channel {
   int more_ = 0;  // payloads: what the receiver reads, not what is simulated
   int last_ = kLast;
   sg4::Mailbox* mailbox_;
-  double rate_;
+};
+
+// What bounds a round besides the network, in B/s of stream (0: nothing).
+struct StreamLimits {
+  double max_bandwidth = 0;  // QEMU's max-bandwidth: its rate limiter, on the stream
+  double stream_rate = 0;    // how fast the source hypervisor writes the stream
 };
 
 struct Outcome {
@@ -80,15 +86,33 @@ struct Outcome {
 };
 
 // Runs `model` from the calling actor's host (the source) to `dst`, round by
-// round, each round capped at `rate` B/s (0: no cap).
-Outcome RunPrecopy(Precopy& model, sg4::Host* dst, double rate) {
+// round. A round is one comm of its wire bytes; under `limits` it also lasts
+// at least stream bytes / max-bandwidth (the comm's rate cap, scaled by
+// wire / stream: QEMU's limiter paces the stream, ESCDR sends a part of it)
+// and stream bytes / stream rate (an execution on the source host, on one
+// core, that overlaps the comm).
+Outcome RunPrecopy(Precopy& model, sg4::Host* dst, const StreamLimits& limits) {
   const double start = sg4::Engine::get_clock();
-  Channel channel(dst, rate);
+  Channel channel(dst);
+  sg4::Host* src = sg4::this_actor::get_host();
   Outcome out;
   Round round = model.First();
   while (true) {
     const double t0 = sg4::Engine::get_clock();
-    channel.Send(round.wire_bytes, round.stop_and_copy);
+    double cap = 0;
+    if (limits.max_bandwidth > 0 && round.stream_bytes > 0) {
+      cap = limits.max_bandwidth * static_cast<double>(round.wire_bytes) /
+            static_cast<double>(round.stream_bytes);
+    }
+    sg4::ExecPtr produce;
+    if (limits.stream_rate > 0 && round.stream_bytes > 0) {
+      produce = sg4::this_actor::exec_init(static_cast<double>(round.stream_bytes) /
+                                           limits.stream_rate * src->get_speed());
+      produce->start();
+    }
+    sg4::CommPtr comm = channel.Start(round.wire_bytes, round.stop_and_copy, cap);
+    comm->wait();
+    if (produce) produce->wait();
     const double dt = sg4::Engine::get_clock() - t0;
     if (round.stop_and_copy) {
       out.downtime_s = dt;
@@ -120,7 +144,8 @@ class Kernel {
         incoming_(hosts.size(), 0),
         movable_(hosts.size(), 0),
         remaining_(scenario.workload.migrations) {
-    rate_ = s_.migration.max_bandwidth_mb_s * 1e6;
+    limits_.max_bandwidth = s_.migration.max_bandwidth_mb_s * 1e6;
+    limits_.stream_rate = s_.migration.stream_rate_mb_s * 1e6;
     for (std::uint32_t h = 0; h < hosts_.size(); ++h) {
       for (std::uint32_t vm : inv_.vms_on(h)) movable_[h] += inv_.vm(vm).migrating ? 0 : 1;
     }
@@ -290,11 +315,13 @@ class Kernel {
     rec.start_s = sg4::Engine::get_clock();
     for (const auto& f : on_migration_start) f(rec);
 
+    const bool elide = escdr_ && choice->has_donor;
     Precopy model(PrecopyParams::For(s_.kinds[v.kind], v.memory_mib, v.dirty_rate_mib_s,
-                                     v.working_set_fraction, escdr_ && choice->has_donor,
-                                     s_.migration));
+                                     v.working_set_fraction, elide, s_.migration));
+    const double setup = s_.migration.setup_s + (elide ? s_.migration.donor_scan_s : 0);
+    if (setup > 0) sg4::this_actor::sleep_for(setup);
     // Lanes run on the source host (see RunEvent), so the sender is there.
-    const Outcome out = RunPrecopy(model, hosts_[dst], rate_);
+    const Outcome out = RunPrecopy(model, hosts_[dst], limits_);
 
     rec.end_s = sg4::Engine::get_clock();
     rec.downtime_s = out.downtime_s;
@@ -317,7 +344,7 @@ class Kernel {
   SimInventory& inv_;
   const std::vector<sg4::Host*>& hosts_;
   const bool escdr_;
-  double rate_ = 0;
+  StreamLimits limits_;
   Rng host_rng_;
   std::vector<bool> busy_;
   std::vector<std::uint32_t> incoming_;
@@ -370,7 +397,10 @@ std::vector<sg4::Host*> BuildPlatform(const TopologyOptions& t) {
       rack->add_route(tor, nullptr, nullptr, nullptr, {}, true);
       for (std::uint32_t h = 0; h < t.hosts_per_rack; ++h) {
         const std::string host_name = fmt::format("{}-h{}", rack_name, h);
+        // One core per vCPU: each migration's stream production (an
+        // execution, see RunPrecopy) runs on a core of its own.
         sg4::Host* host = rack->create_host(host_name, 1e9);
+        host->set_core_count(static_cast<int>(t.host_vcpus));
         const sg4::Link* nic = SplitLink(rack, host_name + "-nic", t.host_link);
         rack->add_route(host->get_netpoint(), nullptr, nullptr, nullptr, Up(nic), true);
         hosts.push_back(host);
@@ -450,6 +480,7 @@ CrossCheckResult RunCrossCheckHere(const CrossCheckParams& params) {
   t.racks_per_pod = 1;
   t.hosts_per_rack = 2;
   t.host_link = LinkTierOptions{params.link_gbit_s, 50};
+  t.host_vcpus = 1;  // the plugin's VM runs on a one-core host, as before
   const std::vector<sg4::Host*> hosts = BuildPlatform(t);
 
   CrossCheckResult result;
@@ -487,7 +518,7 @@ CrossCheckResult RunCrossCheckHere(const CrossCheckParams& params) {
     p.options.page_headers = false;
     p.options.device_state_kib = 0;
     Precopy model(p);
-    const Outcome out = RunPrecopy(model, hosts[1], speed);
+    const Outcome out = RunPrecopy(model, hosts[1], StreamLimits{speed, 0});
     result.model_total_s = out.total_s;
     result.model_downtime_s = out.downtime_s;
     result.model_rounds = model.rounds();

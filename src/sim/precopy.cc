@@ -35,12 +35,12 @@ std::uint64_t Precopy::PageRecordBytes() const {
 
 Round Precopy::Send(std::uint64_t stream_bytes, std::uint64_t wire_bytes, bool stop_and_copy) {
   ++rounds_;
-  last_round_bytes_ = wire_bytes;
+  last_round_stream_bytes_ = stream_bytes;
   report_.stream_bytes += stream_bytes;
   report_.rebuilt_bytes += stream_bytes;
   report_.wire_bytes_sent += wire_bytes;
   if (stop_and_copy) done_ = true;
-  return Round{wire_bytes, stop_and_copy};
+  return Round{stream_bytes, wire_bytes, stop_and_copy};
 }
 
 Round Precopy::First() {
@@ -86,8 +86,9 @@ Round Precopy::Next(double seconds) {
   const std::uint64_t dirty_bytes = dirty_pages * PageRecordBytes();
   report_.page_records += dirty_pages;
 
-  // The bandwidth the last round achieved decides what fits the downtime limit.
-  const double bandwidth = seconds > 0 ? static_cast<double>(last_round_bytes_) / seconds
+  // The bandwidth the last round achieved, as QEMU measures it (stream bytes
+  // written), decides what fits the downtime limit.
+  const double bandwidth = seconds > 0 ? static_cast<double>(last_round_stream_bytes_) / seconds
                                        : std::numeric_limits<double>::infinity();
   const double threshold = bandwidth * p_.options.downtime_limit_ms / 1000.0;
   const bool fits = static_cast<double>(dirty_bytes) <= threshold;

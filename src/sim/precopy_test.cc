@@ -72,6 +72,33 @@ TEST(PrecopyTest, DirtyRoundResendsWhatWasDirtiedAndStopsWhenItFitsTheDowntime) 
   EXPECT_EQ(m.stream_bytes(), first.wire_bytes + last.wire_bytes);
 }
 
+TEST(PrecopyTest, RoundsCarryStreamAndWireBytes) {
+  PrecopyParams p = Params();
+  p.elide_static = true;
+  Precopy m(p);
+  const Round first = m.First();
+  EXPECT_EQ(first.stream_bytes, m.stream_bytes());
+  EXPECT_EQ(first.wire_bytes, m.wire_bytes());
+  EXPECT_LT(first.wire_bytes, first.stream_bytes);
+}
+
+TEST(PrecopyTest, DowntimeRuleUsesTheStreamBandwidthQemuMeasures) {
+  // 1 GiB, half zero, 30% static: round 1 writes 539 MB of stream, of which
+  // ESCDR sends 216 MB. It took 1 s and 50 MB were dirtied: more than 0.15 s
+  // holds at the wire's 216 MB/s (32 MB), less than at the 539 MB/s of
+  // stream QEMU measured (81 MB). QEMU stops the guest.
+  PrecopyParams p = Params();
+  p.elide_static = true;
+  p.working_set_fraction = 1;
+  p.dirty_rate_bytes_s = 50e6;  // 50 MB dirtied in the 1 s round
+  p.options.downtime_limit_ms = 150;
+  Precopy m(p);
+  const Round first = m.First();
+  ASSERT_LT(first.wire_bytes * 0.15, 50e6);
+  ASSERT_GT(first.stream_bytes * 0.15, 50e6 * 4104 / 4096);
+  EXPECT_TRUE(m.Next(1.0).stop_and_copy);
+}
+
 TEST(PrecopyTest, RoundsContinueWhileTheRemainderExceedsTheDowntimeBudget) {
   PrecopyParams p = Params();
   p.working_set_fraction = 1;

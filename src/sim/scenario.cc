@@ -650,6 +650,9 @@ Result<Scenario> ParseScenario(std::string_view json_text, const std::string& or
     Obj o(*m, "migration", origin, err);
     MigrationOptions& mo = s.migration;
     o.Double("max_bandwidth_mb_s", mo.max_bandwidth_mb_s, 0, 1e9);
+    o.Double("stream_rate_mb_s", mo.stream_rate_mb_s, 0, 1e9);
+    o.Double("setup_s", mo.setup_s, 0, 1e6);
+    o.Double("donor_scan_s", mo.donor_scan_s, 0, 1e6);
     o.Double("downtime_limit_ms", mo.downtime_limit_ms, 0, 1e9, true);
     o.Uint32("max_rounds", mo.max_rounds, 1, 10000);
     o.Bool("zero_page_skipping", mo.zero_page_skipping);
@@ -661,27 +664,34 @@ Result<Scenario> ParseScenario(std::string_view json_text, const std::string& or
   if (!err.ok()) return Err(err);
 
   if (const json* r = root.Find("reference")) {
-    Obj o(*r, "reference", origin, err);
-    ReferenceMeasurement ref;
-    o.String("description", ref.description);
-    if (const json* t = o.Find("measured_total_s"); t && !t->is_null()) {
-      if (!t->is_number() || t->get<double>() <= 0) {
-        o.Fail("reference.measured_total_s", "must be null or a number > 0, got " + Dump(*t));
-      } else {
-        ref.measured_total_s = t->get<double>();
+    // One object or an array of objects.
+    const bool many = r->is_array();
+    const std::size_t n = many ? r->size() : 1;
+    for (std::size_t i = 0; i < n && err.ok(); ++i) {
+      const json& item = many ? (*r)[i] : *r;
+      const std::string path = many ? fmt::format("reference[{}]", i) : "reference";
+      Obj o(item, path, origin, err);
+      ReferenceMeasurement ref;
+      o.String("description", ref.description);
+      if (const json* t = o.Find("measured_total_s"); t && !t->is_null()) {
+        if (!t->is_number() || t->get<double>() <= 0) {
+          o.Fail(o.Key("measured_total_s"), "must be null or a number > 0, got " + Dump(*t));
+        } else {
+          ref.measured_total_s = t->get<double>();
+        }
       }
-    }
-    if (const json* t = o.Find("measured_downtime_ms"); t && !t->is_null()) {
-      if (!t->is_number() || t->get<double>() < 0) {
-        o.Fail("reference.measured_downtime_ms", "must be null or a number >= 0, got " + Dump(*t));
-      } else {
-        ref.measured_downtime_ms = t->get<double>();
+      if (const json* t = o.Find("measured_downtime_ms"); t && !t->is_null()) {
+        if (!t->is_number() || t->get<double>() < 0) {
+          o.Fail(o.Key("measured_downtime_ms"), "must be null or a number >= 0, got " + Dump(*t));
+        } else {
+          ref.measured_downtime_ms = t->get<double>();
+        }
       }
+      o.Double("tolerance", ref.tolerance, 0, 10);
+      o.Bool("escdr", ref.escdr);
+      o.Finish();
+      s.references.push_back(ref);
     }
-    o.Double("tolerance", ref.tolerance, 0, 10);
-    o.Bool("escdr", ref.escdr);
-    o.Finish();
-    s.reference = ref;
   }
   root.Finish();
   if (!err.ok()) return Err(err);

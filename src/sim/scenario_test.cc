@@ -37,6 +37,55 @@ TEST(ScenarioTest, DefaultsApplyToAMinimalScenario) {
   EXPECT_EQ(s->placement.policies.size(), 3u);
 }
 
+TEST(ScenarioTest, StreamLimitsAndSetupDefaultToNone) {
+  auto s = ParseScenario(Minimal(), "");
+  ASSERT_TRUE(s.has_value()) << s.error().ToString();
+  EXPECT_EQ(s->migration.stream_rate_mb_s, 0);
+  EXPECT_EQ(s->migration.setup_s, 0);
+  EXPECT_EQ(s->migration.donor_scan_s, 0);
+  EXPECT_TRUE(s->references.empty());
+}
+
+TEST(ScenarioTest, MigrationStreamRateAndSetupAreRead) {
+  auto s = ParseScenario(
+      Minimal(R"(, "static_fraction": 0.3)",
+              R"(, "migration": {"stream_rate_mb_s": 30, "setup_s": 0.8, "donor_scan_s": 0.5})"),
+      "");
+  ASSERT_TRUE(s.has_value()) << s.error().ToString();
+  EXPECT_DOUBLE_EQ(s->migration.stream_rate_mb_s, 30);
+  EXPECT_DOUBLE_EQ(s->migration.setup_s, 0.8);
+  EXPECT_DOUBLE_EQ(s->migration.donor_scan_s, 0.5);
+  auto bad = ParseScenario(
+      Minimal(R"(, "static_fraction": 0.3)", R"(, "migration": {"stream_rate_mb_s": -1})"), "x.json");
+  ASSERT_FALSE(bad.has_value());
+  EXPECT_NE(bad.error().message().find("migration.stream_rate_mb_s"), std::string::npos);
+}
+
+TEST(ScenarioTest, ReferenceIsAnObjectOrAnArray) {
+  auto one = ParseScenario(
+      Minimal(R"(, "static_fraction": 0.3)",
+              R"(, "reference": {"measured_total_s": 2.5, "escdr": true})"),
+      "");
+  ASSERT_TRUE(one.has_value()) << one.error().ToString();
+  ASSERT_EQ(one->references.size(), 1u);
+  EXPECT_TRUE(one->references[0].escdr);
+  auto two = ParseScenario(
+      Minimal(R"(, "static_fraction": 0.3)",
+              R"(, "reference": [{"measured_total_s": 7.6, "measured_downtime_ms": 200, "escdr": true},
+                                 {"measured_total_s": 30.5}])"),
+      "");
+  ASSERT_TRUE(two.has_value()) << two.error().ToString();
+  ASSERT_EQ(two->references.size(), 2u);
+  EXPECT_DOUBLE_EQ(*two->references[0].measured_downtime_ms, 200);
+  EXPECT_FALSE(two->references[1].escdr);
+  EXPECT_DOUBLE_EQ(*two->references[1].measured_total_s, 30.5);
+  auto bad = ParseScenario(
+      Minimal(R"(, "static_fraction": 0.3)", R"(, "reference": [{}, {"measured_total_s": 0}])"),
+      "x.json");
+  ASSERT_FALSE(bad.has_value());
+  EXPECT_NE(bad.error().message().find("reference[1].measured_total_s"), std::string::npos);
+}
+
 TEST(ScenarioTest, UnknownKeyIsRejectedWithItsPath) {
   auto s = ParseScenario(Minimal(R"(, "static_fraction": 0.3)",
                                  R"(, "topology": {"hosts_per_rak": 4})"),

@@ -111,6 +111,66 @@ TEST(SimulatorTest, ModelReproducesSimGridsLiveMigrationPlugin) {
   }
 }
 
+Scenario Validation() {
+  auto s = LoadScenario(ESCDR_SOURCE_DIR "/scenarios/validation-256m.json");
+  EXPECT_TRUE(s.has_value()) << s.error().ToString();
+  return *s;
+}
+
+// The one migration of each mode of a one-migration scenario: {plain, escdr}.
+std::pair<MigrationRecord, MigrationRecord> OneMigrationEach(const Scenario& s) {
+  auto runs = Simulate(s);
+  EXPECT_TRUE(runs.has_value()) << runs.error().ToString();
+  const RunResult* plain = Find(*runs, s.placement.policies[0], false);
+  const RunResult* escdr = Find(*runs, s.placement.policies[0], true);
+  EXPECT_TRUE(plain && escdr && plain->migrations.size() == 1 && escdr->migrations.size() == 1);
+  return {plain->migrations[0], escdr->migrations[0]};
+}
+
+double QemuTotal(const MigrationRecord& m) {
+  return static_cast<double>(m.report.total_time.count()) / 1e6;
+}
+
+TEST(SimulatorTest, MaxBandwidthCapsTheStreamBeforeElisionNotTheWire) {
+  // 125 MB/s max-bandwidth on a 1 Gbit/s path: QEMU's limiter paces the
+  // stream, so ESCDR's smaller wire bytes do not make the rounds shorter
+  // than stream / max-bandwidth.
+  Scenario s = Validation();
+  s.migration.stream_rate_mb_s = 0;
+  const auto [plain, escdr] = OneMigrationEach(s);
+  const double cap = s.migration.max_bandwidth_mb_s * 1e6;
+  EXPECT_LT(escdr.report.wire_bytes_sent, escdr.report.stream_bytes / 3);
+  EXPECT_GE(QemuTotal(escdr), static_cast<double>(escdr.report.stream_bytes) / cap - 1e-6);
+  EXPECT_GE(QemuTotal(plain), static_cast<double>(plain.report.stream_bytes) / cap - 1e-6);
+  // Without the cap, the network is the limit and ESCDR's bytes save time.
+  s.migration.max_bandwidth_mb_s = 0;
+  s.topology.host_link.bandwidth_gbit_s = 0.1;
+  const auto [plain_link, escdr_link] = OneMigrationEach(s);
+  EXPECT_LT(escdr_link.duration_s(), 0.5 * plain_link.duration_s());
+}
+
+TEST(SimulatorTest, StreamRateBoundsEveryRound) {
+  Scenario s = Validation();
+  s.migration.max_bandwidth_mb_s = 0;
+  s.migration.stream_rate_mb_s = 20;
+  const auto [plain, escdr] = OneMigrationEach(s);
+  for (const MigrationRecord& m : {plain, escdr}) {
+    EXPECT_GE(QemuTotal(m), static_cast<double>(m.report.stream_bytes) / 20e6 - 1e-6);
+    EXPECT_LE(m.report.wire_bytes_sent, m.report.stream_bytes);
+  }
+  // The network (1 Gbit/s) is not the bottleneck: both modes take about as long.
+  EXPECT_NEAR(QemuTotal(escdr), QemuTotal(plain), 0.05 * QemuTotal(plain));
+}
+
+TEST(SimulatorTest, SetupAndDonorScanLengthenTheMigrationNotQemusTotal) {
+  Scenario s = Validation();
+  s.migration.setup_s = 0.8;
+  s.migration.donor_scan_s = 0.5;
+  const auto [plain, escdr] = OneMigrationEach(s);
+  EXPECT_NEAR(plain.duration_s() - QemuTotal(plain), 0.8, 1e-5);
+  EXPECT_NEAR(escdr.duration_s() - QemuTotal(escdr), 1.3, 1e-5);
+}
+
 TEST(SimulatorTest, HostNamesFollowThePlatformLayout) {
   TopologyOptions t;
   t.pods = 2;

@@ -13,9 +13,15 @@
 //   stop-and-copy when the dirty remainder fits the downtime limit at the
 //                bandwidth the last round achieved (remainder <= bytes/s x
 //                limit), or after max_rounds rounds: the remainder plus the
-//                device state, with the guest paused (the downtime).
+//                device state, with the guest paused (the downtime). The
+//                bandwidth is QEMU's: the stream bytes it wrote over the
+//                round's duration (with ESCDR more than crossed the network).
 // The durations come from the caller (the network simulation), so congestion
-// lengthens rounds and grows the dirty remainder, as it does in reality.
+// lengthens rounds and grows the dirty remainder, as it does in reality. A
+// round ends when its wire bytes have crossed the network and, if set, no
+// sooner than its stream bytes / QEMU's max-bandwidth (QEMU's rate limiter
+// acts on the stream, before ESCDR elides) and its stream bytes / the
+// source's stream rate (kernel.cc).
 // With zero_page_skipping and page_headers off, device state 0 and ESCDR off,
 // the bytes of each round equal the plugin's (up to whole pages).
 //
@@ -53,7 +59,8 @@ struct PrecopyParams {
 
 // One transfer the migration asks the network for.
 struct Round {
-  std::uint64_t wire_bytes = 0;  // bytes this round puts on the network
+  std::uint64_t stream_bytes = 0;  // bytes of QEMU's stream this round
+  std::uint64_t wire_bytes = 0;    // bytes this round puts on the network
   bool stop_and_copy = false;    // the guest is paused during this round
 };
 
@@ -85,7 +92,7 @@ class Precopy {
   PrecopyParams p_;
   std::uint64_t pages_ = 0;
   std::uint64_t working_set_pages_ = 0;
-  std::uint64_t last_round_bytes_ = 0;
+  std::uint64_t last_round_stream_bytes_ = 0;
   std::uint32_t rounds_ = 0;
   bool converged_ = true;
   bool done_ = false;
@@ -104,7 +111,8 @@ const char* PathTierName(PathTier tier);
 // `report` holds the same figures an escdr migration records (STYLE §6.13):
 // stream_bytes is what QEMU wrote, wire_bytes_sent what crossed the network
 // (equal for plain pre-copy), total_time from the first byte offered to the
-// network to the end of stop-and-copy, downtime the stop-and-copy round
+// network to the end of stop-and-copy (QEMU's total-time: the scenario's setup
+// and donor scan are in duration_s() only), downtime the stop-and-copy round
 // (device state included). Trivially copyable: runs send records between
 // processes as bytes.
 struct MigrationRecord {
@@ -119,7 +127,7 @@ struct MigrationRecord {
   bool has_donor = false;         // the destination ran a VM of the same kind
   bool escdr = false;             // the run used ESCDR
   bool converged = true;
-  double start_s = 0;             // destination chosen, first round starts
+  double start_s = 0;             // destination chosen; setup, then the first round
   double end_s = 0;               // stop-and-copy delivered; the VM runs at the destination
   double downtime_s = 0;          // the stop-and-copy round
   std::uint64_t bytes_saved = 0;  // stream_bytes - wire_bytes_sent (ESCDR's saving)
