@@ -17,6 +17,7 @@
 #include "escdr/wire/coding.h"
 #include "escdr/wire/frame_io.h"
 #include "escdr/wire/messages.h"
+#include "migrate/page_tag.h"
 #include "migrate/session_util.h"
 
 namespace escdr {
@@ -85,6 +86,7 @@ class DestinationSession::Impl {
     bool pending = false;  // a hole for the page of reference `seq`
     std::uint64_t seq = 0;
     std::uint32_t content_index = 0;
+    wire::PageTag tag{};   // the source's tag of that page
   };
 
   Status StreamFrames();
@@ -114,8 +116,23 @@ class DestinationSession::Impl {
 
   void BackLoop();
   void StopBackThread();
+  // Records the first failure, tells the source (unless it reported it) and
+  // ends the connections: the QEMU's at once, the peer's write side only, so
+  // that the source reads our Error before end of file. The thread that
+  // reads the peer then drains it (Linger) before it closes.
   void Fail(Status s, bool tell_peer);
   void ShutdownConnections();
+  // For a failed write to the source from the QEMU reader thread: nothing
+  // more can reach the source, so both connections are cut at once (which
+  // also wakes Run()'s read of the peer).
+  void FailPeerGone(Status s) {
+    Fail(std::move(s), false);
+    ShutdownConnections();
+  }
+  void Linger() {
+    migrate_internal::DrainAndShutdown(*peer_, Deadline::After(migrate_internal::kLingerTime),
+                                       migrate_internal::kLingerBytes);
+  }
 
   std::unique_ptr<wire::Connection> peer_;
   DestinationOptions options_;
@@ -129,6 +146,9 @@ class DestinationSession::Impl {
   const StaticContent* content_ = nullptr;
   const MemoryImage* donor_ = nullptr;
   DonorAvailability availability_;
+  // Checks donor copies against the source's tags (version 3, §6); set when
+  // the donor offers something.
+  std::optional<migrate_internal::PageTagger> tagger_;
   std::uint64_t ack_every_ = 1;
 
   std::mutex conn_mu_;  // guards qemu_ against Cancel() while Run() installs it
@@ -163,6 +183,7 @@ class DestinationSession::Impl {
 Status DestinationSession::Impl::Handshake() {
   auto fail = [this](Status s, bool tell_peer) {
     Fail(s, tell_peer);
+    Linger();  // this thread is the peer's only reader
     return s;
   };
   for (State state : {State::kAwaitHello, State::kAwaitPrepare}) {
@@ -214,7 +235,16 @@ Status DestinationSession::Impl::Offer(const StaticContent* content, const Memor
           prepare_.kind.ToString(), prepare_.catalog_checksum, prepare_.catalog_entries));
     }
   }
-  if (content != nullptr && donor != nullptr && prepare_.catalog_entries > 0) {
+  // A version 2 source tags nothing, and the XXH3-128 of a donor copy alone
+  // can be forged by the donor's guest (docs/security.md §4): such a
+  // migration gets no donor pages and runs as a plain proxied one.
+  const bool keyed = version_ >= 3;
+  wire::Availability a;
+  a.catalog_entries = prepare_.catalog_entries;
+  if (keyed) {
+    ESCDR_ASSIGN_OR_RETURN(a.key, migrate_internal::NewDonorKey());
+  }
+  if (keyed && content != nullptr && donor != nullptr && prepare_.catalog_entries > 0) {
     if (scanned) {
       if (scanned->catalog_entries != content->size()) {
         return Status::InvalidArgument(fmt::format(
@@ -225,15 +255,14 @@ Status DestinationSession::Impl::Offer(const StaticContent* content, const Memor
     } else {
       ESCDR_ASSIGN_OR_RETURN(availability_, ScanDonor(*donor, *content));
     }
+    ESCDR_ASSIGN_OR_RETURN(tagger_, migrate_internal::PageTagger::Create(a.key));
     content_ = content;
     donor_ = donor;
   } else {
     availability_ = DonorAvailability::None(prepare_.catalog_entries);
   }
-  wire::Availability a;
-  a.catalog_entries = prepare_.catalog_entries;
   a.bitmap = availability_.bitmap;
-  Status s = writer_.WriteFrame(FrameType::kAvailability, a.Encode());
+  Status s = writer_.WriteFrame(FrameType::kAvailability, a.Encode(version_));
   if (!s.ok()) {
     Fail(s, false);
     return s;
@@ -249,6 +278,7 @@ Status DestinationSession::Impl::Offer(const StaticContent* content, const Memor
 
 Status DestinationSession::Impl::Reject(const Status& reason) {
   Fail(reason, true);
+  Linger();  // Run() never started: nobody else reads the peer
   return Status::OK();
 }
 
@@ -266,7 +296,10 @@ void DestinationSession::Impl::Fail(Status s, bool tell_peer) {
   if (tell_peer) {
     (void)writer_.TryWriteFrame(FrameType::kError, wire::EncodeError(s), kBestEffortWrite);
   }
-  ShutdownConnections();
+  // ENOTCONN (the source already reset the connection) leaves nothing to do.
+  (void)peer_->ShutdownWrite();
+  std::lock_guard<std::mutex> lock(conn_mu_);
+  if (qemu_) qemu_->Shutdown();
 }
 
 void DestinationSession::Impl::Cancel(const std::string& reason) {
@@ -278,6 +311,8 @@ void DestinationSession::Impl::Cancel(const std::string& reason) {
   if (!failure_.Set(s)) return;
   state_ = State::kAborted;
   (void)writer_.TryWriteFrame(FrameType::kAbort, wire::EncodeAbort(reason), kBestEffortWrite);
+  // Cut at once, unlike Fail(): Run()'s thread may be waiting for a frame,
+  // and only a shutdown ends that wait promptly whatever the source does.
   ShutdownConnections();
 }
 
@@ -290,7 +325,10 @@ Result<MigrationReport> DestinationSession::Impl::Run(std::unique_ptr<wire::Conn
     qemu_ = std::move(qemu);
     if (cancelled_) qemu_->Shutdown();
   }
-  if (failure_.failed()) return Err(failure_.status());
+  if (failure_.failed()) {
+    Linger();  // cancelled or failed before Run(): nobody else reads the peer
+    return Err(failure_.status());
+  }
   if (state_ != State::kStreaming) {
     return Err(Status::FailedPrecondition(
         fmt::format("cannot run the migration in state {}: call Offer() first", StateName(state_))));
@@ -301,6 +339,7 @@ Result<MigrationReport> DestinationSession::Impl::Run(std::unique_ptr<wire::Conn
   // Fail() (a no-op if a failure was recorded already: the first one wins)
   // also shuts the QEMU socket down, which wakes the reader thread.
   if (!s.ok()) Fail(s, true);
+  if (failure_.failed()) Linger();  // this thread is the peer's only reader
   StopBackThread();
   if (failure_.failed()) return Err(failure_.status());
 
@@ -390,7 +429,7 @@ Status DestinationSession::Impl::Step(const wire::FrameView& f, bool* from_peer)
 }
 
 Status DestinationSession::Impl::HandleRefs(std::span<const std::uint8_t> payload) {
-  ESCDR_ASSIGN_OR_RETURN(wire::RefsView refs, wire::RefsView::Parse(payload));
+  ESCDR_ASSIGN_OR_RETURN(wire::RefsView refs, wire::RefsView::Parse(payload, version_));
   if (refs.first_seq() != refs_received_) {
     return Status::ProtocolError(fmt::format("Refs frame starts at reference {}, expected {}",
                                              refs.first_seq(), refs_received_));
@@ -409,13 +448,15 @@ Status DestinationSession::Impl::HandleRefs(std::span<const std::uint8_t> payloa
       wire::StoreBigEndian64(word, e.record_word);
       ESCDR_RETURN_IF_ERROR(Emit(word));
     }
-    // Copy first, then hash the copy: the donor keeps running, and only the
-    // bytes that were verified may reach the QEMU.
+    // Copy first, then check the copy: the donor keeps running, and only the
+    // bytes that were verified may reach the QEMU. The check is the source's
+    // keyed tag, not the catalog's XXH3-128, which the donor's guest could
+    // collide with (§6). (An offered bit implies version 3 and a tagger.)
     const DonorAvailability::Location& loc = availability_.locations[e.content_index];
     ESCDR_ASSIGN_OR_RETURN(std::uint8_t* slot, PageSlot());
     std::memcpy(slot, donor_->BlockData(loc.block) + loc.offset, kPageSize);
     refs_received_ = seq + 1;
-    if (HashPage(slot) == content_->hash(e.content_index)) {
+    if (tagger_->Verify(seq, slot, e.tag)) {
       ++report_.pages_from_donor;
       continue;
     }
@@ -429,6 +470,7 @@ Status DestinationSession::Impl::HandleRefs(std::span<const std::uint8_t> payloa
     hole.pending = true;
     hole.seq = seq;
     hole.content_index = e.content_index;
+    hole.tag = e.tag;
     pending_.emplace(seq, &hole);
   }
   return Status::OK();
@@ -442,10 +484,11 @@ Status DestinationSession::Impl::HandlePageResponse(std::span<const std::uint8_t
         fmt::format("PageResponse for reference {}, which was not requested", r.seq));
   }
   Held* hole = it->second;
-  if (HashPage(r.page) != content_->hash(hole->content_index)) {
+  if (!tagger_->Verify(r.seq, r.page, hole->tag)) {
     return Status::Corruption(fmt::format(
-        "the source's page for reference {} does not hash to catalog entry {}", r.seq,
-        hole->content_index));
+        "the source's page for reference {} (catalog entry {}) does not match the tag of its "
+        "reference",
+        r.seq, hole->content_index));
   }
   ESCDR_RETURN_IF_ERROR(HoldBytes(kPageSize));
   hole->bytes.assign(r.page, r.page + kPageSize);
@@ -611,7 +654,7 @@ void DestinationSession::Impl::BackLoop() {
     if (!got.has_value() && got.error().code() == StatusCode::kTimeout) {
       if (keepalive_due()) {
         Status s = writer_.WriteFrame(FrameType::kKeepalive, {});
-        if (!s.ok()) Fail(s.WithContext("cannot send a keepalive to the source"), false);
+        if (!s.ok()) FailPeerGone(s.WithContext("cannot send a keepalive to the source"));
       }
       continue;
     }
@@ -626,7 +669,7 @@ void DestinationSession::Impl::BackLoop() {
     const std::span<const std::uint8_t> bytes(buf.data(), *got);
     Status s = writer_.WriteFrame(FrameType::kReturnPath, bytes);
     if (!s.ok()) {
-      Fail(s.WithContext("cannot relay the return path to the source"), false);
+      FailPeerGone(s.WithContext("cannot relay the return path to the source"));
       std::lock_guard<std::mutex> lock(back_mu_);
       qemu_closed_ = true;
       back_cv_.notify_all();

@@ -4,8 +4,10 @@
 #include <atomic>
 #include <cstdio>
 #include <condition_variable>
+#include <cstring>
 #include <mutex>
 
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 
 #include "escdr/migrate/destination_session.h"
@@ -286,15 +288,11 @@ TEST_F(SessionTest, SourceQemuClosingEarlyFailsBothSides) {
   ASSERT_FALSE(out.source.has_value());
   EXPECT_EQ(out.source.error().code(), StatusCode::kProtocolError) << out.source.error().message();
   ASSERT_FALSE(out.destination.has_value());
-  // The destination reports the source's Error frame, unless the source's
-  // hang-up (a reset: it closes with Acks unread) reaches it first, on the
-  // Ack it is writing or on its next read; the source's own error above
-  // names the cause either way.
-  const std::string& why = out.destination.error().message();
-  EXPECT_TRUE(why.find("source reported:") != std::string::npos ||
-              why.find("cannot send an Ack to the source") != std::string::npos ||
-              why.find("the source closed the connection") != std::string::npos)
-      << why;
+  // The destination reports the source's Error frame: the failed source
+  // reads on until the destination closes (wire-protocol §9), so its hang-up
+  // is no reset that could overtake the Error.
+  EXPECT_NE(out.destination.error().message().find("source reported:"), std::string::npos)
+      << out.destination.error().message();
 }
 
 TEST_F(SessionTest, DestinationQemuReportingAFailedLoadFailsBothSides) {
@@ -498,62 +496,232 @@ TEST_F(SessionTest, BudgetSmallerThanTwoReadsIsRefused) {
       << session.error().message();
 }
 
-TEST_F(SessionTest, PreviousVersionSourceIsAnsweredInItsVersionWithShortAcks) {
-  // A version 1 source: the destination answers Hello 1 and sends 8-byte Acks.
+// Plays a source agent by hand: Hello with `version`, Prepare for `content`,
+// then reads the destination's Hello and Availability (decoded in `version`).
+struct HandSource {
+  explicit HandSource(wire::Connection* conn)
+      : writer(conn, std::chrono::seconds(10)), reader(conn, "destination") {}
+
+  void Handshake(std::uint16_t version, const StaticContent& content, wire::Availability* avail) {
+    wire::Prepare prepare;
+    prepare.migration_id = 7;
+    prepare.catalog_checksum = content.checksum();
+    prepare.catalog_entries = content.size();
+    prepare.window_pages = 4;
+    prepare.vm_name = "vm";
+    prepare.kind = content.kind();
+    wire::FrameBuffer b;
+    b.Append(wire::FrameType::kHello, wire::Hello{version, wire::Role::kSource}.Encode());
+    b.Append(wire::FrameType::kPrepare, prepare.Encode());
+    ASSERT_TRUE(writer.Write(b).ok());
+    auto hello = reader.Next(std::chrono::seconds(10), "AwaitHello");
+    ASSERT_TRUE(hello.has_value()) << hello.error().message();
+    ASSERT_EQ(hello->type, wire::FrameType::kHello);
+    auto h = wire::Hello::Decode(hello->payload);
+    ASSERT_TRUE(h.has_value()) << h.error().message();
+    EXPECT_EQ(h->version, version);
+    auto f = reader.Next(std::chrono::seconds(10), "AwaitAvailability");
+    ASSERT_TRUE(f.has_value()) << f.error().message();
+    ASSERT_EQ(f->type, wire::FrameType::kAvailability);
+    auto a = wire::Availability::Decode(f->payload, version);
+    ASSERT_TRUE(a.has_value()) << a.error().message();
+    *avail = std::move(*a);
+  }
+
+  // Data {0x51}, then one Refs frame of one reference to `index` (zero tag).
+  Status SendByteAndReference(std::uint16_t version, std::uint32_t index) {
+    std::vector<std::uint8_t> refs;
+    wire::AppendRefsHeader(&refs, 0, 1);
+    refs.resize(refs.size() + wire::RefEntrySize(version));
+    wire::StoreRefEntry(refs.data() + wire::kRefsFixedSize, {0, index, {}}, version);
+    const std::uint8_t data[1] = {0x51};
+    wire::FrameBuffer f;
+    f.Append(wire::FrameType::kData, data);
+    f.Append(wire::FrameType::kRefs, refs);
+    return writer.Write(f);
+  }
+
+  // Reads frames (Acks are skipped) until an Error; its Status, or why none came.
+  Status ReadError() {
+    for (;;) {
+      auto f = reader.Next(std::chrono::seconds(10), "Streaming");
+      if (!f.has_value()) return Status::Internal("no Error frame: " + f.error().message());
+      if (f->type == wire::FrameType::kAck) continue;
+      if (f->type != wire::FrameType::kError) {
+        return Status::Internal("got a " + wire::FrameTypeName(f->type) + " frame, not Error");
+      }
+      auto st = wire::DecodeError(f->payload);
+      return st.has_value() ? *st : st.error();
+    }
+  }
+
+  wire::FrameWriter writer;
+  wire::FrameReader reader;
+};
+
+TEST_F(SessionTest, PreviousVersionSourceIsServedInItsVersionWithoutDonorPages) {
+  // A version 2 source cannot tag its pages, and the catalog's XXH3-128
+  // alone can be forged by a donor guest: the destination answers in version
+  // 2 (no key) but offers nothing, and refuses any reference.
   Scenario s = MakeScenario({.ram_pages = 20, .return_path = false, .seed = 5});
   auto pair = wire::ConnectionPair();
   auto qemu = wire::ConnectionPair();
   ASSERT_TRUE(pair.has_value() && qemu.has_value());
-  test::FakeDestinationQemu fake(std::move(qemu->first), s.stream.size(), false);
+  test::FakeDestinationQemu fake(std::move(qemu->first), 1, false);
+  Result<MigrationReport> dest_result = Err(Status::Internal("not run"));
   std::thread dst([&] {
     auto session = DestinationSession::Accept(std::move(pair->second));
     ASSERT_TRUE(session.has_value()) << session.error().message();
     ASSERT_TRUE((*session)->Offer(s.content.get(), s.donor.get()).ok());
-    (void)(*session)->Run(std::move(qemu->second));  // fails when the test hangs up
+    dest_result = (*session)->Run(std::move(qemu->second));
   });
-  const Deadline deadline = Deadline::After(std::chrono::seconds(10));
-  wire::FrameWriter writer(pair->first.get(), std::chrono::seconds(10));
-  wire::FrameReader reader(pair->first.get(), "destination");
-  wire::Prepare prepare;
-  prepare.migration_id = 7;
-  prepare.catalog_checksum = s.content->checksum();
-  prepare.catalog_entries = s.content->size();
-  prepare.window_pages = 4;  // an Ack after every reference resolved
-  prepare.vm_name = "vm";
-  prepare.kind = s.content->kind();
-  wire::FrameBuffer b;
-  b.Append(wire::FrameType::kHello, wire::Hello{1, wire::Role::kSource}.Encode());
-  b.Append(wire::FrameType::kPrepare, prepare.Encode());
-  ASSERT_TRUE(writer.Write(b).ok());
-  auto hello = reader.Next(std::chrono::seconds(10), "AwaitHello");
-  ASSERT_TRUE(hello.has_value()) << hello.error().message();
-  ASSERT_EQ(hello->type, wire::FrameType::kHello);
-  EXPECT_EQ(wire::Hello::Decode(hello->payload)->version, 1);
-  auto avail = reader.Next(std::chrono::seconds(10), "AwaitAvailability");
-  ASSERT_TRUE(avail.has_value()) << avail.error().message();
-  ASSERT_EQ(avail->type, wire::FrameType::kAvailability);
-  // One reference to content the donor offered, with the bytes before it.
+  HandSource src(pair->first.get());
+  wire::Availability avail;
+  ASSERT_NO_FATAL_FAILURE(src.Handshake(2, *s.content, &avail));
+  EXPECT_EQ(avail.catalog_entries, s.content->size());
+  EXPECT_EQ(avail.available_count(), 0u);
   const std::uint32_t index = s.content->Find(HashPage(s.donor->MutablePage(0, 0)));
   ASSERT_NE(index, kNoContent);
-  std::vector<std::uint8_t> refs;
-  wire::AppendRefsHeader(&refs, 0, 1);
-  refs.resize(refs.size() + wire::kRefEntrySize);
-  wire::StoreRefEntry(refs.data() + wire::kRefsFixedSize, {0, index});
-  const std::uint8_t data[1] = {0x51};
-  wire::FrameBuffer f;
-  f.Append(wire::FrameType::kData, data);
-  f.Append(wire::FrameType::kRefs, refs);
-  ASSERT_TRUE(writer.Write(f).ok());
-  auto ack = reader.Next(std::chrono::seconds(10), "Streaming");
-  ASSERT_TRUE(ack.has_value()) << ack.error().message();
-  ASSERT_EQ(ack->type, wire::FrameType::kAck);
-  EXPECT_EQ(ack->payload.size(), wire::kAckPayloadSizeV1);
-  auto decoded = wire::Ack::Decode(ack->payload, 1);
-  ASSERT_TRUE(decoded.has_value()) << decoded.error().message();
-  EXPECT_EQ(decoded->next_seq, 1u);
-  (void)deadline;
-  pair->first->Shutdown();
+  ASSERT_TRUE(src.SendByteAndReference(2, index).ok());
+  Status error = src.ReadError();
+  EXPECT_EQ(error.code(), StatusCode::kProtocolError) << error.message();
+  EXPECT_NE(error.message().find("did not offer"), std::string::npos) << error.message();
   dst.join();
+  fake.Join();
+  ASSERT_FALSE(dest_result.has_value());
+  EXPECT_EQ(dest_result.error().code(), StatusCode::kProtocolError);
+  EXPECT_LE(fake.received().size(), 1u);
+}
+
+TEST_F(SessionTest, SourceOfTwoVersionsBackIsRefused) {
+  auto pair = wire::ConnectionPair();
+  ASSERT_TRUE(pair.has_value());
+  std::thread src([&] {
+    wire::FrameBuffer b;
+    b.Append(wire::FrameType::kHello,
+             wire::Hello{wire::kProtocolVersion - 2, wire::Role::kSource}.Encode());
+    ASSERT_TRUE(pair->first->WriteAll(b.bytes(), Deadline::After(std::chrono::seconds(5))).ok());
+    wire::FrameReader reader(pair->first.get(), "destination");
+    auto f = reader.Next(std::chrono::seconds(5), "AwaitHello");
+    ASSERT_TRUE(f.has_value()) << f.error().message();
+    ASSERT_EQ(f->type, wire::FrameType::kError);
+    auto st = wire::DecodeError(f->payload);
+    ASSERT_TRUE(st.has_value());
+    EXPECT_EQ(st->code(), StatusCode::kVersionMismatch);
+  });
+  auto session = DestinationSession::Accept(std::move(pair->second));
+  src.join();
+  ASSERT_FALSE(session.has_value());
+  EXPECT_EQ(session.error().code(), StatusCode::kVersionMismatch);
+  EXPECT_NE(session.error().message().find("too old"), std::string::npos)
+      << session.error().message();
+}
+
+// ---- the presence oracle (docs/security.md §3) ----
+
+// A source that names catalog content the destination did not offer (bit 0
+// in Availability, or an index past the catalog) fails the migration with a
+// protocol error, and no donor page reaches the destination QEMU.
+void ExpectUnofferedReferenceIsRefused(bool past_the_end) {
+  Scenario s = MakeScenario({.ram_pages = 20, .return_path = false, .seed = 6});
+  // The donor no longer holds page 3's content when it is scanned.
+  std::uint8_t* page3 = s.donor->MutablePage(0, 3 * kPageSize);
+  const std::uint32_t gone = s.content->Find(HashPage(page3));
+  ASSERT_NE(gone, kNoContent);
+  page3[0] ^= 0x40;
+  auto pair = wire::ConnectionPair();
+  auto qemu = wire::ConnectionPair();
+  ASSERT_TRUE(pair.has_value() && qemu.has_value());
+  test::FakeDestinationQemu fake(std::move(qemu->first), 1 + kPageSize, false);
+  Result<MigrationReport> dest_result = Err(Status::Internal("not run"));
+  std::thread dst([&] {
+    auto session = DestinationSession::Accept(std::move(pair->second));
+    ASSERT_TRUE(session.has_value()) << session.error().message();
+    ASSERT_TRUE((*session)->Offer(s.content.get(), s.donor.get()).ok());
+    dest_result = (*session)->Run(std::move(qemu->second));
+  });
+  HandSource src(pair->first.get());
+  wire::Availability avail;
+  ASSERT_NO_FATAL_FAILURE(src.Handshake(wire::kProtocolVersion, *s.content, &avail));
+  // Everything else is offered: the refusal is about this one entry.
+  EXPECT_EQ(avail.available_count(), s.content->size() - 1);
+  EXPECT_FALSE(wire::BitmapTest(avail.bitmap, gone));
+  const std::uint32_t index = past_the_end ? s.content->size() : gone;
+  ASSERT_TRUE(src.SendByteAndReference(wire::kProtocolVersion, index).ok());
+  Status error = src.ReadError();
+  EXPECT_EQ(error.code(), StatusCode::kProtocolError) << error.message();
+  EXPECT_NE(error.message().find(fmt::format("names content index {}, which the destination did "
+                                             "not offer",
+                                             index)),
+            std::string::npos)
+      << error.message();
+  dst.join();
+  fake.Join();
+  ASSERT_FALSE(dest_result.has_value());
+  EXPECT_EQ(dest_result.error().code(), StatusCode::kProtocolError);
+  // At most the Data byte before the reference; nothing from the donor.
+  EXPECT_LE(fake.received().size(), 1u);
+}
+
+TEST_F(SessionTest, ReferenceToAnEntryWhoseBitIsClearIsAProtocolError) {
+  ExpectUnofferedReferenceIsRefused(false);
+}
+
+TEST_F(SessionTest, ReferenceToAnEntryPastTheCatalogIsAProtocolError) {
+  ExpectUnofferedReferenceIsRefused(true);
+}
+
+// ---- the keyed donor-page check (docs/security.md §4) ----
+
+// The source's catalog, except that entry `index` has the hash `forged`: a
+// destination catalog under which an altered donor page collides with the
+// catalog hash, as an XXH3-128 collision crafted by the donor's guest would.
+class CollidingContent final : public StaticContent {
+ public:
+  CollidingContent(const StaticContent& base, std::uint32_t index, PageHash forged)
+      : base_(base), index_(index), forged_(forged) {}
+  const VmKind& kind() const override { return base_.kind(); }
+  std::uint64_t checksum() const override { return base_.checksum(); }
+  std::uint32_t size() const override { return base_.size(); }
+  const PageHash& hash(std::uint32_t i) const override {
+    return i == index_ ? forged_ : base_.hash(i);
+  }
+  std::uint32_t Find(const PageHash& h) const override {
+    return h == forged_ ? index_ : base_.Find(h);
+  }
+  int FindBlock(std::string_view name) const override { return base_.FindBlock(name); }
+  std::uint32_t ContentAt(int block, std::uint64_t page) const override {
+    return base_.ContentAt(block, page);
+  }
+
+ private:
+  const StaticContent& base_;
+  std::uint32_t index_;
+  PageHash forged_;
+};
+
+TEST_F(SessionTest, DonorPageCollidingOnTheCatalogHashIsRefusedAndFetched) {
+  const std::uint64_t off = s_.position_offsets[3];  // page 3: sent once, in round 1
+  std::uint8_t* donor_page = s_.donor->MutablePage(0, off);
+  const std::uint32_t index = s_.content->Find(HashPage(donor_page));
+  ASSERT_NE(index, kNoContent);
+  std::vector<std::uint8_t> altered(donor_page, donor_page + kPageSize);
+  altered[100] ^= 0xff;
+  CollidingContent colliding(*s_.content, index, HashPage(altered.data()));
+  // The precondition of the attack: by the catalog hash the destination
+  // holds, the altered page is exactly the content the source references.
+  ASSERT_EQ(HashPage(altered.data()), colliding.hash(index));
+  RunOptions o = FastTimeouts();
+  o.destination_content = &colliding;
+  o.after_offer = [&] { std::memcpy(donor_page, altered.data(), kPageSize); };
+  auto out = RunMigration(s_.stream, s_.content.get(), s_.donor.get(), o);
+  ASSERT_TRUE(out.source.has_value()) << Why(out.source);
+  ASSERT_TRUE(out.destination.has_value()) << Why(out.destination);
+  // The altered page never reached the QEMU: the source's page did.
+  EXPECT_EQ(out.destination_qemu_bytes, s_.stream);
+  EXPECT_EQ(out.source->fallbacks, 1u);
+  EXPECT_EQ(out.destination->fallbacks, 1u);
+  EXPECT_EQ(out.source->pages_from_donor + 1, out.source->pages_elided());
 }
 
 TEST_F(SessionTest, SourceRefusesADestinationThatAnswersAnotherVersion) {
@@ -564,7 +732,8 @@ TEST_F(SessionTest, SourceRefusesADestinationThatAnswersAnotherVersion) {
     auto hello = reader.Next(std::chrono::seconds(10), "AwaitHello");
     ASSERT_TRUE(hello.has_value()) << hello.error().message();
     wire::FrameBuffer b;
-    b.Append(wire::FrameType::kHello, wire::Hello{1, wire::Role::kDestination}.Encode());
+    b.Append(wire::FrameType::kHello,
+             wire::Hello{wire::kProtocolVersion - 1, wire::Role::kDestination}.Encode());
     ASSERT_TRUE(pair->second->WriteAll(b.bytes(), Deadline::After(std::chrono::seconds(5))).ok());
   });
   auto session = SourceSession::Connect(std::move(pair->first), s_.content.get(),
@@ -572,7 +741,7 @@ TEST_F(SessionTest, SourceRefusesADestinationThatAnswersAnotherVersion) {
   dst.join();
   ASSERT_FALSE(session.has_value());
   EXPECT_EQ(session.error().code(), StatusCode::kVersionMismatch);
-  EXPECT_NE(session.error().message().find("answered protocol version 1 to version 2"),
+  EXPECT_NE(session.error().message().find("answered protocol version 2 to version 3"),
             std::string::npos)
       << session.error().message();
 }

@@ -303,6 +303,9 @@ struct RunOptions {
   bool return_path = true;
   bool source_has_catalog = true;
   bool destination_offers = true;  // false: Offer(nullptr, nullptr)
+  // The destination's catalog, if not the source's (it must have the same
+  // kind, checksum and size).
+  const StaticContent* destination_content = nullptr;
   std::size_t source_qemu_chunk = 100000;
   // Counts the stream bytes the source session accepted from its QEMU.
   std::atomic<std::uint64_t>* source_qemu_written = nullptr;
@@ -360,7 +363,9 @@ inline Outcome RunMigration(std::span<const std::uint8_t> stream, const StaticCo
       out.destination = Err(session.error());
       return;
     }
-    Status s = o.destination_offers ? (*session)->Offer(content, donor)
+    const StaticContent* dest_content =
+        o.destination_content != nullptr ? o.destination_content : content;
+    Status s = o.destination_offers ? (*session)->Offer(dest_content, donor)
                                     : (*session)->Offer(nullptr, nullptr);
     if (!s.ok()) {
       out.destination = Err(s);

@@ -1,6 +1,21 @@
 #include "migrate/session_util.h"
 
+#include <vector>
+
 namespace escdr::migrate_internal {
+
+void DrainAndShutdown(wire::Connection& conn, Deadline deadline, std::uint64_t max_bytes) {
+  std::vector<std::uint8_t> buf(64 * 1024);
+  std::uint64_t drained = 0;
+  while (drained < max_bytes) {
+    auto got = conn.ReadSome(buf, deadline);
+    // End of file, a reset or the deadline: in every case there is nothing
+    // more to wait for, and the caller has its own error already.
+    if (!got.has_value() || *got == 0) break;
+    drained += *got;
+  }
+  conn.Shutdown();
+}
 
 bool FailureLatch::Set(Status s) {
   std::lock_guard<std::mutex> lock(mu_);

@@ -3,14 +3,31 @@
 #define ESCDR_MIGRATE_SESSION_UTIL_H_
 
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <mutex>
 #include <span>
 #include <string>
 
 #include "escdr/base/status.h"
+#include "escdr/sys/clock.h"
+#include "escdr/wire/connection.h"
 
 namespace escdr::migrate_internal {
+
+// After a failure a session shuts only the write side of its peer connection
+// down (the peer reads its Error or Abort, then end of file) and reads on,
+// discarding, for at most this long and this many bytes (wire-protocol §9).
+// Closing a TCP socket with unread bytes makes the kernel send a reset, which
+// can reach the peer before it has read the Error, and the peer then reports
+// the reset instead of the cause.
+inline constexpr std::chrono::milliseconds kLingerTime{2000};
+inline constexpr std::uint64_t kLingerBytes = std::uint64_t{32} << 20;
+
+// Reads and discards what `conn` still delivers until end of file, a read
+// error, `max_bytes` or `deadline`, then shuts `conn` down in both
+// directions. REQUIRES: no other thread reads `conn` meanwhile.
+void DrainAndShutdown(wire::Connection& conn, Deadline deadline, std::uint64_t max_bytes);
 
 // The first failure of a session, shared by its threads.
 class FailureLatch {

@@ -19,6 +19,7 @@
 #include "escdr/wire/frame_io.h"
 #include "escdr/wire/messages.h"
 #include "migrate/page_ring.h"
+#include "migrate/page_tag.h"
 #include "migrate/session_util.h"
 
 namespace escdr {
@@ -111,9 +112,16 @@ class SourceSession::Impl final : public StreamVisitor {
   Status FlushOut();
   void MaybeKeepalive();
   // Records the first failure, tells the destination (unless it reported it)
-  // and shuts both connections down so that every thread stops.
+  // and ends the connections (HalfClose) so that every thread stops.
   void Fail(Status s, bool tell_peer);
-  void ShutdownConnections();
+  // Shuts the QEMU connection down and the write side of the peer's: the
+  // destination reads our Error or Abort, then end of file. Whoever reads
+  // the peer then drains it (Linger), so that closing it sends no reset.
+  void HalfClose();
+  void Linger() {
+    migrate_internal::DrainAndShutdown(*peer_, Deadline::After(migrate_internal::kLingerTime),
+                                       migrate_internal::kLingerBytes);
+  }
 
   std::unique_ptr<wire::Connection> peer_;
   const StaticContent* content_;
@@ -123,6 +131,8 @@ class SourceSession::Impl final : public StreamVisitor {
   wire::FrameReader reader_;
   wire::Availability availability_;
   bool eliding_ = false;
+  // Tags every elided page under the destination's key (version 3, §6).
+  std::optional<migrate_internal::PageTagger> tagger_;
 
   std::mutex conn_mu_;  // guards qemu_ against Cancel() while Run() installs it
   std::unique_ptr<wire::Connection> qemu_;
@@ -131,6 +141,7 @@ class SourceSession::Impl final : public StreamVisitor {
   std::atomic<State> state_{State::kAwaitHello};
   migrate_internal::FailureLatch failure_;
   std::thread back_;
+  bool back_done_ = false;  // guarded by flow_mu_; the back path has ended
 
   // Forward path (Run's thread).
   wire::FrameBuffer out_;  // may reference chunk_ until FlushOut()
@@ -176,7 +187,10 @@ class SourceSession::Impl final : public StreamVisitor {
 Status SourceSession::Impl::Handshake() {
   bool from_peer = false;
   Status s = HandshakeSteps(&from_peer);
-  if (!s.ok()) Fail(s, !from_peer);
+  if (!s.ok()) {
+    Fail(s, !from_peer);
+    Linger();  // no other thread reads the peer yet
+  }
   return s;
 }
 
@@ -231,14 +245,16 @@ Status SourceSession::Impl::HandshakeSteps(bool* from_peer) {
   if (eliding_) {
     // Set up now, before QEMU starts sending (see page_ring.h).
     ESCDR_ASSIGN_OR_RETURN(window_, migrate_internal::PageRing::Create(options_.window_pages));
+    ESCDR_ASSIGN_OR_RETURN(tagger_, migrate_internal::PageTagger::Create(availability_.key));
   }
   return Status::OK();
 }
 
 // ---- failure and cancellation ----
 
-void SourceSession::Impl::ShutdownConnections() {
-  peer_->Shutdown();
+void SourceSession::Impl::HalfClose() {
+  // ENOTCONN (the peer already reset the connection) leaves nothing to do.
+  (void)peer_->ShutdownWrite();
   std::lock_guard<std::mutex> lock(conn_mu_);
   if (qemu_) qemu_->Shutdown();
 }
@@ -257,7 +273,7 @@ void SourceSession::Impl::Fail(Status s, bool tell_peer) {
   if (tell_peer) {
     (void)writer_.TryWriteFrame(FrameType::kError, wire::EncodeError(s), kBestEffortWrite);
   }
-  ShutdownConnections();
+  HalfClose();
 }
 
 void SourceSession::Impl::Cancel(const std::string& reason) {
@@ -270,7 +286,7 @@ void SourceSession::Impl::Cancel(const std::string& reason) {
   state_ = State::kAborted;
   NotifyFlow();
   (void)writer_.TryWriteFrame(FrameType::kAbort, wire::EncodeAbort(reason), kBestEffortWrite);
-  ShutdownConnections();
+  HalfClose();
 }
 
 // ---- run ----
@@ -282,10 +298,22 @@ Result<MigrationReport> SourceSession::Impl::Run(std::unique_ptr<wire::Connectio
     qemu_ = std::move(qemu);
     if (cancelled_) qemu_->Shutdown();
   }
-  if (failure_.failed()) return Err(failure_.status());
+  if (failure_.failed()) {
+    Linger();  // cancelled before Run(): no other thread reads the peer
+    return Err(failure_.status());
+  }
   state_ = State::kStreaming;
   back_ = std::thread([this] { BackLoop(); });
   ForwardLoop();
+  if (failure_.failed()) {
+    // The back path drains the peer; if the destination neither closes nor
+    // goes quiet within the linger time, cut the connection.
+    std::unique_lock<std::mutex> lock(flow_mu_);
+    if (!flow_cv_.wait_for(lock, migrate_internal::kLingerTime, [this] { return back_done_; })) {
+      lock.unlock();
+      peer_->Shutdown();
+    }
+  }
   back_.join();
   if (failure_.failed()) return Err(failure_.status());
 
@@ -522,7 +550,10 @@ Status SourceSession::Impl::OnPage(std::uint32_t block, std::uint64_t offset,
   // the last thing in the open Data frame (wire-protocol §3.5). Even if those
   // bytes were not this record's header, the destination writes the same 8
   // bytes back in the same place, so the stream stays byte-identical.
-  wire::RefEntry entry{0, index};
+  wire::RefEntry entry{0, index, {}};
+  // The tag is of the source's own page, under the destination's key: the
+  // donor's copy must match this page, not merely its XXH3 (§6).
+  ESCDR_ASSIGN_OR_RETURN(entry.tag, tagger_->Tag(seq, data));
   const std::uint64_t word = offset | wire::kPageContinueFlags;
   std::uint8_t tail[8];
   if (out_.frame_open() && out_.open_type() == FrameType::kData &&
@@ -547,20 +578,30 @@ Status SourceSession::Impl::OnPage(std::uint32_t block, std::uint64_t offset,
 
 void SourceSession::Impl::BackLoop() {
   for (;;) {
+    if (failure_.failed()) break;
     const State state = state_.load();
     auto f = reader_.Next(options_.idle_timeout, StateName(state));
     if (!f.has_value()) {
       Fail(f.error(), true);  // a no-op if the session already failed
-      return;
+      break;
     }
+    if (failure_.failed()) break;  // failed meanwhile: the frame no longer matters
     bool from_peer = false;
     Status s = Step(*f, &from_peer);
     if (!s.ok()) {
       Fail(s, !from_peer);
-      return;
+      break;
     }
-    if (result_) return;
+    if (result_) break;
   }
+  // The only reader of the peer: after a failure, let the destination read
+  // our Error before the connection closes (wire-protocol §9).
+  if (failure_.failed()) Linger();
+  {
+    std::lock_guard<std::mutex> lock(flow_mu_);
+    back_done_ = true;
+  }
+  flow_cv_.notify_all();
 }
 
 Status SourceSession::Impl::Step(const wire::FrameView& f, bool* from_peer) {

@@ -2,7 +2,9 @@
 
 #include <zstd.h>
 
+#include <algorithm>
 #include <bit>
+#include <cstring>
 
 #include <fmt/format.h>
 
@@ -130,7 +132,7 @@ std::uint32_t BitmapPopcount(std::span<const std::uint8_t> bitmap) {
   return static_cast<std::uint32_t>(n);
 }
 
-std::vector<std::uint8_t> Availability::Encode() const {
+std::vector<std::uint8_t> Availability::Encode(std::uint16_t version) const {
   std::vector<std::uint8_t> out;
   PutFixed32(&out, catalog_entries);
   PutFixed32(&out, available_count());
@@ -147,12 +149,14 @@ std::vector<std::uint8_t> Availability::Encode() const {
   }
   PutFixed8(&out, compressed.empty() ? kEncodingRaw : kEncodingZstd);
   for (int i = 0; i < 7; ++i) PutFixed8(&out, 0);
+  if (version >= 3) PutBytes(&out, key);
   PutBytes(&out, compressed.empty() ? std::span<const std::uint8_t>(bitmap)
                                     : std::span<const std::uint8_t>(compressed));
   return out;
 }
 
-Result<Availability> Availability::Decode(std::span<const std::uint8_t> payload) {
+Result<Availability> Availability::Decode(std::span<const std::uint8_t> payload,
+                                          std::uint16_t version) {
   ByteReader r(payload, "Availability payload");
   Availability a;
   ESCDR_ASSIGN_OR_RETURN(a.catalog_entries, r.GetFixed32("catalog_entries"));
@@ -165,6 +169,10 @@ Result<Availability> Availability::Decode(std::span<const std::uint8_t> payload)
   ESCDR_ASSIGN_OR_RETURN(std::uint8_t encoding, r.GetFixed8("encoding"));
   ESCDR_ASSIGN_OR_RETURN(auto reserved, r.GetBytes(7, "reserved"));
   (void)reserved;
+  if (version >= 3) {
+    ESCDR_ASSIGN_OR_RETURN(auto key, r.GetBytes(kDonorKeySize, "key"));
+    std::copy(key.begin(), key.end(), a.key.begin());
+  }
   std::span<const std::uint8_t> body = r.Rest();
   const std::size_t want = BitmapBytes(a.catalog_entries);
   if (encoding == kEncodingRaw) {
@@ -218,31 +226,35 @@ void AppendRefsHeader(std::vector<std::uint8_t>* out, std::uint64_t first_seq,
   PutFixed32(out, 0);
 }
 
-void StoreRefEntry(std::uint8_t* out, const RefEntry& entry) {
+void StoreRefEntry(std::uint8_t* out, const RefEntry& entry, std::uint16_t version) {
   StoreFixed64(out, entry.record_word);
   StoreFixed32(out + 8, entry.content_index);
+  if (version >= 3) std::memcpy(out + kRefEntrySizeV2, entry.tag.data(), kPageTagSize);
 }
 
-Result<RefsView> RefsView::Parse(std::span<const std::uint8_t> payload) {
+Result<RefsView> RefsView::Parse(std::span<const std::uint8_t> payload, std::uint16_t version) {
   if (payload.size() < kRefsFixedSize) {
     return Err(Status::ProtocolError(
         fmt::format("Refs payload of {} bytes is shorter than its {}-byte header", payload.size(),
                     kRefsFixedSize)));
   }
   RefsView v;
+  v.entry_size_ = RefEntrySize(version);
   v.first_seq_ = LoadFixed64(payload.data());
   v.count_ = LoadFixed32(payload.data() + 8);
   if (v.count_ == 0 || v.count_ > kMaxRefsPerFrame) {
     return Err(Status::ProtocolError(
         fmt::format("Refs count {} is outside 1..{}", v.count_, kMaxRefsPerFrame)));
   }
-  if (payload.size() != kRefsFixedSize + std::size_t{v.count_} * kRefEntrySize) {
+  if (payload.size() != kRefsFixedSize + std::size_t{v.count_} * v.entry_size_) {
     return Err(Status::ProtocolError(fmt::format(
-        "Refs payload of {} bytes does not hold exactly {} entries", payload.size(), v.count_)));
+        "Refs payload of {} bytes does not hold exactly {} entries of {} bytes (protocol "
+        "version {})",
+        payload.size(), v.count_, v.entry_size_, version)));
   }
   v.entries_ = payload.subspan(kRefsFixedSize);
   for (std::uint32_t k = 0; k < v.count_; ++k) {
-    std::uint64_t word = LoadFixed64(v.entries_.data() + k * kRefEntrySize);
+    std::uint64_t word = LoadFixed64(v.entries_.data() + k * v.entry_size_);
     if (word != 0 && (word & kRecordFlagsMask) != kPageContinueFlags) {
       return Err(Status::ProtocolError(fmt::format(
           "Refs entry {} (seq {}) has record word {:#x}, not a PAGE|CONTINUE record", k,
@@ -253,8 +265,10 @@ Result<RefsView> RefsView::Parse(std::span<const std::uint8_t> payload) {
 }
 
 RefEntry RefsView::entry(std::uint32_t k) const {
-  const std::uint8_t* p = entries_.data() + std::size_t{k} * kRefEntrySize;
-  return RefEntry{LoadFixed64(p), LoadFixed32(p + 8)};
+  const std::uint8_t* p = entries_.data() + std::size_t{k} * entry_size_;
+  RefEntry e{LoadFixed64(p), LoadFixed32(p + 8), {}};
+  if (entry_size_ == kRefEntrySize) std::memcpy(e.tag.data(), p + kRefEntrySizeV2, kPageTagSize);
+  return e;
 }
 
 // ---- PageRequest / PageResponse / Ack ----

@@ -167,6 +167,56 @@ TEST(MessagesTest, RefsRoundTrip) {
   EXPECT_EQ(v->entry(1).content_index, 11u);
 }
 
+TEST(MessagesTest, AvailabilityCarriesTheDonorKeyFromVersionThree) {
+  Availability a;
+  a.catalog_entries = 12;
+  a.bitmap = {0x81, 0x04};
+  for (std::size_t i = 0; i < a.key.size(); ++i) a.key[i] = static_cast<std::uint8_t>(0xa0 + i);
+  auto v3 = a.Encode();
+  ASSERT_EQ(v3.size(), kAvailabilityFixedSize + 2);
+  EXPECT_TRUE(std::equal(a.key.begin(), a.key.end(), v3.begin() + kAvailabilityFixedSizeV2));
+  auto d3 = Availability::Decode(v3);
+  ASSERT_TRUE(d3.has_value()) << d3.error().message();
+  EXPECT_EQ(d3->key, a.key);
+  EXPECT_EQ(d3->bitmap, a.bitmap);
+  // Version 2 has no key; each version's layout is refused by the other.
+  auto v2 = a.Encode(2);
+  ASSERT_EQ(v2.size(), kAvailabilityFixedSizeV2 + 2);
+  auto d2 = Availability::Decode(v2, 2);
+  ASSERT_TRUE(d2.has_value()) << d2.error().message();
+  EXPECT_EQ(d2->key, DonorKey{});
+  EXPECT_EQ(d2->bitmap, a.bitmap);
+  EXPECT_FALSE(Availability::Decode(v2).has_value());
+  EXPECT_FALSE(Availability::Decode(v3, 2).has_value());
+}
+
+TEST(MessagesTest, RefsCarryThePageTagFromVersionThree) {
+  RefEntry in{0x7000 | kPageContinueFlags, 42, {}};
+  for (std::size_t i = 0; i < in.tag.size(); ++i) in.tag[i] = static_cast<std::uint8_t>(3 * i + 1);
+  std::vector<std::uint8_t> v3;
+  AppendRefsHeader(&v3, 5, 1);
+  v3.resize(kRefsFixedSize + kRefEntrySize);
+  StoreRefEntry(v3.data() + kRefsFixedSize, in);
+  auto p3 = RefsView::Parse(v3);
+  ASSERT_TRUE(p3.has_value()) << p3.error().message();
+  EXPECT_EQ(p3->entry(0).record_word, in.record_word);
+  EXPECT_EQ(p3->entry(0).content_index, 42u);
+  EXPECT_EQ(p3->entry(0).tag, in.tag);
+  // Version 2: 12-byte entries, no tag.
+  std::vector<std::uint8_t> v2;
+  AppendRefsHeader(&v2, 5, 1);
+  v2.resize(kRefsFixedSize + kRefEntrySizeV2);
+  StoreRefEntry(v2.data() + kRefsFixedSize, in, 2);
+  auto p2 = RefsView::Parse(v2, 2);
+  ASSERT_TRUE(p2.has_value()) << p2.error().message();
+  EXPECT_EQ(p2->entry(0).content_index, 42u);
+  EXPECT_EQ(p2->entry(0).tag, PageTag{});
+  auto wrong = RefsView::Parse(v2);
+  ASSERT_FALSE(wrong.has_value());
+  EXPECT_EQ(wrong.error().code(), StatusCode::kProtocolError);
+  EXPECT_FALSE(RefsView::Parse(v3, 2).has_value());
+}
+
 TEST(MessagesTest, RefsWithNonPageRecordWordIsRejected) {
   std::vector<std::uint8_t> payload;
   AppendRefsHeader(&payload, 0, 1);
@@ -224,7 +274,7 @@ TEST(MessagesTest, AckCarriesDeliveredBytesFromVersionTwo) {
   auto wrong = Ack::Decode(v1);
   ASSERT_FALSE(wrong.has_value());
   EXPECT_EQ(wrong.error().code(), StatusCode::kProtocolError);
-  EXPECT_NE(wrong.error().message().find("protocol version 2 expects 16"), std::string::npos)
+  EXPECT_NE(wrong.error().message().find("protocol version 3 expects 16"), std::string::npos)
       << wrong.error().message();
   EXPECT_FALSE(Ack::Decode(v2, 1).has_value());
 }

@@ -2,18 +2,22 @@
 //
 // Accept() answers the source's Hello and reads its Prepare (which VM, which
 // kind, which catalog). The agent then picks a donor and calls Offer(), which
-// scans the donor's RAM and sends the Availability bitmap (or offers nothing,
-// or Reject()s the migration). Run() rebuilds the source QEMU's stream byte
-// for byte into the destination QEMU's incoming socket: Data payloads as they
-// are; each reference as its record word and a copy of the donor page that
-// hashed to the catalog entry, or, if the donor changed the page, the page
-// fetched from the source (PageRequest). It relays the destination QEMU's
+// scans the donor's RAM and sends the Availability bitmap with a fresh random
+// key (or offers nothing, or Reject()s the migration). Run() rebuilds the
+// source QEMU's stream byte for byte into the destination QEMU's incoming
+// socket: Data payloads as they are; each reference as its record word and a
+// copy of the donor page whose keyed tag equals the one the source computed
+// over its own page, or, if it does not (the donor changed the page, or
+// crafted one that collides with the catalog hash), the page fetched from the
+// source (PageRequest). A version 2 source is offered nothing: it cannot tag. It relays the destination QEMU's
 // return path back, acknowledges references, and ends after the source's End
 // once the destination QEMU closed its socket (it consumed the stream):
 // then it sends Result.
 //
-// On any error Run() sends Error (unless the source reported it), shuts both
-// connections down and returns it; the destination QEMU then sees a truncated
+// On any error Run() sends Error (unless the source reported it), shuts the
+// QEMU connection and the write side of the source's down, reads and
+// discards what the source still sends for up to 2 s (so that the source
+// reads the Error rather than a reset), and returns the error; the destination QEMU then sees a truncated
 // stream, fails its load and exits, and the agent removes it. A damaged frame
 // never reaches the QEMU: every frame is checked before it is used.
 //
@@ -78,7 +82,8 @@ class DestinationSession {
   // As Offer(), with a scan the agent already made (it must be of `content`).
   Status OfferScanned(const StaticContent* content, const MemoryImage* donor,
                       DonorAvailability availability);
-  // Refuses the migration: sends Error with `reason` and shuts the connection down.
+  // Refuses the migration: sends Error with `reason` and ends the connection
+  // as after a failure (waits up to 2 s for the source to close).
   Status Reject(const Status& reason);
 
   // Rebuilds the stream into `qemu` (a connection to the destination QEMU's

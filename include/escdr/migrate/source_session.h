@@ -6,7 +6,8 @@
 // the source QEMU's stream: it parses it (StreamParser), forwards every byte
 // in Data frames except the payloads of PAGE records whose hash is catalog
 // content the destination offered, which become references in Refs frames at
-// the same place in the byte sequence; and it relays the return path
+// the same place in the byte sequence, each with a tag of the page under the
+// destination's key (wire-protocol §6); and it relays the return path
 // (ReturnPath frames) to the source QEMU, answers PageRequests from its
 // window of unacknowledged payloads, and ends when the destination sends
 // Result.
@@ -16,7 +17,8 @@
 //   ... enable return-path, QMP migrate "unix:<sock>", accept the connection ...
 //   auto report = (*s)->Run(WrapSocket(accepted, "unix <sock>"));
 // On any error Run() shuts the QEMU connection down, so the source QEMU fails
-// the migration and keeps running the VM; the agent should also
+// the migration and keeps running the VM, sends Error to the destination and
+// lets it read that before closing (up to 2 s, wire-protocol §9); the agent should also
 // migrate_cancel. On success the source QEMU closed its socket first (with
 // return-path, after the destination loaded everything).
 //

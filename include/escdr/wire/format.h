@@ -25,8 +25,9 @@ namespace escdr::wire {
 inline constexpr std::uint64_t kHelloMagic = 0x5249575244435345ull;
 // §7: the version this build speaks; it also accepts kProtocolVersion - 1.
 // Version 2 added the Ack's delivered_bytes (§3.7) and the source's stream
-// budget (§6).
-inline constexpr std::uint16_t kProtocolVersion = 2;
+// budget (§6); version 3 the donor key in Availability (§3.3) and a keyed
+// page tag in every reference (§3.5, §6).
+inline constexpr std::uint16_t kProtocolVersion = 3;
 
 inline constexpr std::size_t kFrameHeaderSize = 16;
 inline constexpr std::uint16_t kOptionalFrameBit = 0x8000;
@@ -57,7 +58,10 @@ enum class Role : std::uint16_t { kInvalid = 0, kSource = 1, kDestination = 2 };
 inline constexpr std::size_t kHelloPayloadSize = 16;
 inline constexpr std::size_t kMaxPreparePayload = 1024;
 inline constexpr std::size_t kPrepareFixedSize = 24;
-inline constexpr std::size_t kAvailabilityFixedSize = 16;
+// §3.3: version 3 adds a 16-byte donor key after the version 2 fixed part.
+inline constexpr std::size_t kDonorKeySize = 16;
+inline constexpr std::size_t kAvailabilityFixedSizeV2 = 16;
+inline constexpr std::size_t kAvailabilityFixedSize = kAvailabilityFixedSizeV2 + kDonorKeySize;
 inline constexpr std::uint32_t kMaxCatalogEntries = 1u << 27;
 inline constexpr std::size_t kMaxBitmapBytes = kMaxCatalogEntries / 8;  // 16 MiB
 inline constexpr std::size_t kMaxAvailabilityPayload = kAvailabilityFixedSize + kMaxBitmapBytes;
@@ -65,7 +69,13 @@ inline constexpr std::size_t kRawBitmapCompressThreshold = 4096;
 inline constexpr std::size_t kMaxDataPayload = 4u << 20;
 inline constexpr std::size_t kDefaultDataFrameBytes = 1u << 20;
 inline constexpr std::size_t kRefsFixedSize = 16;
-inline constexpr std::size_t kRefEntrySize = 12;
+// §3.5: version 3 entries carry a 16-byte page tag after the version 2 fields.
+inline constexpr std::size_t kPageTagSize = 16;
+inline constexpr std::size_t kRefEntrySizeV2 = 12;
+inline constexpr std::size_t kRefEntrySize = kRefEntrySizeV2 + kPageTagSize;
+inline constexpr std::size_t RefEntrySize(std::uint16_t version) {
+  return version < 3 ? kRefEntrySizeV2 : kRefEntrySize;
+}
 inline constexpr std::uint32_t kMaxRefsPerFrame = 8192;
 inline constexpr std::size_t kPageResponsePayloadSize = 8 + 4096;
 // §3.7: {next_seq, delivered_bytes}; version 1 had next_seq only.

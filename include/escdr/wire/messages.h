@@ -12,6 +12,7 @@
 #ifndef ESCDR_WIRE_MESSAGES_H_
 #define ESCDR_WIRE_MESSAGES_H_
 
+#include <array>
 #include <cstddef>
 #include <cstdint>
 #include <span>
@@ -62,42 +63,57 @@ inline void BitmapSet(std::span<std::uint8_t> bitmap, std::uint32_t i) {
 }
 std::uint32_t BitmapPopcount(std::span<const std::uint8_t> bitmap);
 
-// §3.3
+// §3.3 (version 3): the destination's random per-migration key, under which
+// the source tags the pages it references (§3.5, §6).
+using DonorKey = std::array<std::uint8_t, kDonorKeySize>;
+// §3.5 (version 3): the keyed tag of a referenced page.
+using PageTag = std::array<std::uint8_t, kPageTagSize>;
+
+// §3.3. The payload depends on the protocol version agreed in Hello: version
+// 3 carries `key` between the fixed part and the bitmap, version 2 has no key.
 struct Availability {
   std::uint32_t catalog_entries = 0;
+  DonorKey key{};                    // version 3; all zero when decoded from version 2
   std::vector<std::uint8_t> bitmap;  // BitmapBytes(catalog_entries) bytes, raw
 
   std::uint32_t available_count() const { return BitmapPopcount(bitmap); }
 
   // Compresses the bitmap with zstd when it is larger than
   // kRawBitmapCompressThreshold and compression makes it smaller.
-  // REQUIRES: bitmap.size() == BitmapBytes(catalog_entries), entries within limits.
-  std::vector<std::uint8_t> Encode() const;
+  // REQUIRES: bitmap.size() == BitmapBytes(catalog_entries), entries within
+  // limits, version 2 or 3.
+  std::vector<std::uint8_t> Encode(std::uint16_t version = kProtocolVersion) const;
   // Errors: ProtocolError (length, encoding, count, bits past N), Corruption
   // (a zstd frame that does not decode to exactly the bitmap size).
-  static Result<Availability> Decode(std::span<const std::uint8_t> payload);
+  static Result<Availability> Decode(std::span<const std::uint8_t> payload,
+                                     std::uint16_t version = kProtocolVersion);
 };
 
-// §3.5. One reference: the optional folded record word and the content index.
+// §3.5. One reference: the optional folded record word, the content index
+// and (version 3) the keyed tag of the source's page.
 struct RefEntry {
   std::uint64_t record_word = 0;  // 0 = none, else flags == kPageContinueFlags
   std::uint32_t content_index = 0;
+  PageTag tag{};                  // version 3 only
 };
-// Appends the fixed part of a Refs payload; entries follow with AppendRefEntry.
+// Appends the fixed part of a Refs payload; entries follow with StoreRefEntry.
 void AppendRefsHeader(std::vector<std::uint8_t>* out, std::uint64_t first_seq, std::uint32_t count);
-void StoreRefEntry(std::uint8_t* out, const RefEntry& entry);  // kRefEntrySize bytes
+// Writes RefEntrySize(version) bytes at `out`. REQUIRES: version 2 or 3.
+void StoreRefEntry(std::uint8_t* out, const RefEntry& entry,
+                   std::uint16_t version = kProtocolVersion);
 
 // A checked view of a Refs payload (valid while the payload is).
 class RefsView {
  public:
-  // Checks the length (exactly kRefsFixedSize + count * kRefEntrySize),
+  // Checks the length (exactly kRefsFixedSize + count * RefEntrySize(version)),
   // 1 <= count <= kMaxRefsPerFrame, and every record word. Content indexes
-  // are checked by the session, which knows the catalog.
-  static Result<RefsView> Parse(std::span<const std::uint8_t> payload);
+  // and tags are checked by the session, which knows the catalog and the key.
+  static Result<RefsView> Parse(std::span<const std::uint8_t> payload,
+                                std::uint16_t version = kProtocolVersion);
 
   std::uint64_t first_seq() const { return first_seq_; }
   std::uint32_t count() const { return count_; }
-  // REQUIRES: k < count().
+  // REQUIRES: k < count(). The tag is all zero in version 2.
   RefEntry entry(std::uint32_t k) const;
 
  private:
@@ -105,6 +121,7 @@ class RefsView {
   std::span<const std::uint8_t> entries_;
   std::uint64_t first_seq_ = 0;
   std::uint32_t count_ = 0;
+  std::size_t entry_size_ = kRefEntrySize;
 };
 
 // §3.6
