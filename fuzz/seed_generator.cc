@@ -191,16 +191,28 @@ Status WireSeeds(const Bytes& stream, const Mapper& map, const fs::path& out) {
   Availability small;
   small.catalog_entries = 20;
   small.bitmap = {0x5a, 0x01, 0x08};
+  for (std::size_t i = 0; i < small.key.size(); ++i) small.key[i] = static_cast<std::uint8_t>(i * 29 + 3);
   Availability big;  // above kRawBitmapCompressThreshold: zstd
   big.catalog_entries = 80000;
   big.bitmap.assign(BitmapBytes(big.catalog_entries), 0);
   for (std::uint32_t i = 0; i < big.catalog_entries; i += 3) BitmapSet(big.bitmap, i);
+  big.key = small.key;
+  PageTag tag;
+  for (std::size_t i = 0; i < tag.size(); ++i) tag[i] = static_cast<std::uint8_t>(0xc0 ^ (i * 13));
   Bytes refs;
   AppendRefsHeader(&refs, 7, 3);
   refs.resize(kRefsFixedSize + 3 * kRefEntrySize);
-  StoreRefEntry(refs.data() + kRefsFixedSize, {0, 4});
-  StoreRefEntry(refs.data() + kRefsFixedSize + kRefEntrySize, {0x3000 | kPageContinueFlags, 9});
-  StoreRefEntry(refs.data() + kRefsFixedSize + 2 * kRefEntrySize, {0, 4999});
+  StoreRefEntry(refs.data() + kRefsFixedSize, {0, 4, tag});
+  StoreRefEntry(refs.data() + kRefsFixedSize + kRefEntrySize,
+                {0x3000 | kPageContinueFlags, 9, tag});
+  StoreRefEntry(refs.data() + kRefsFixedSize + 2 * kRefEntrySize, {0, 4999, {}});
+  // The version 2 layouts a destination still serves (§7).
+  Bytes refs_v2;
+  AppendRefsHeader(&refs_v2, 7, 2);
+  refs_v2.resize(kRefsFixedSize + 2 * kRefEntrySizeV2);
+  StoreRefEntry(refs_v2.data() + kRefsFixedSize, {0, 4, {}}, 2);
+  StoreRefEntry(refs_v2.data() + kRefsFixedSize + kRefEntrySizeV2,
+                {0x3000 | kPageContinueFlags, 9, {}}, 2);
   EndSummary end{stream.size(), 3, 100, 50, 1, 2, 0};
   DestinationResult result{stream.size(), 3, 0, 42, 32768, 1500};
   const Bytes data(stream.begin(), stream.begin() + 2048);
@@ -218,6 +230,8 @@ Status WireSeeds(const Bytes& stream, const Mapper& map, const fs::path& out) {
       {"availability-zstd", FrameType::kAvailability, big.Encode()},
       {"data", FrameType::kData, data},
       {"refs", FrameType::kRefs, refs},
+      {"refs-v2", FrameType::kRefs, refs_v2},
+      {"availability-v2", FrameType::kAvailability, small.Encode(2)},
       {"page-request", FrameType::kPageRequest, PageRequest{8}.Encode()},
       {"page-response", FrameType::kPageResponse, EncodePageResponse(8, page)},
       {"ack", FrameType::kAck, Ack{10}.Encode()},

@@ -89,29 +89,39 @@ void CheckDecoders(std::span<const std::uint8_t> p) {
                again->window_pages == prep->window_pages && again->vm_name == prep->vm_name &&
                again->kind == prep->kind);
   }
-  if (auto a = Availability::Decode(p)) {
-    FUZZ_CHECK(a->catalog_entries <= kMaxCatalogEntries);
-    FUZZ_CHECK(a->bitmap.size() == BitmapBytes(a->catalog_entries));
-    std::uint32_t set = 0;
-    for (std::uint32_t i = 0; i < a->catalog_entries; ++i) set += BitmapTest(a->bitmap, i);
-    FUZZ_CHECK(set == a->available_count());
-    auto again = Availability::Decode(a->Encode());
-    FUZZ_CHECK(again.has_value());
-    FUZZ_CHECK(again->catalog_entries == a->catalog_entries && again->bitmap == a->bitmap);
-  }
-  if (auto refs = RefsView::Parse(p)) {
-    FUZZ_CHECK(refs->count() >= 1 && refs->count() <= kMaxRefsPerFrame);
-    std::vector<std::uint8_t> out;
-    AppendRefsHeader(&out, refs->first_seq(), refs->count());
-    out.resize(kRefsFixedSize + std::size_t{refs->count()} * kRefEntrySize);
-    for (std::uint32_t k = 0; k < refs->count(); ++k) {
-      RefEntry e = refs->entry(k);
-      FUZZ_CHECK(e.record_word == 0 || (e.record_word & kRecordFlagsMask) == kPageContinueFlags);
-      StoreRefEntry(out.data() + kRefsFixedSize + std::size_t{k} * kRefEntrySize, e);
+  // Availability and Refs have a layout per protocol version (2: no key and
+  // no tags; 3: both); a destination serves both.
+  for (std::uint16_t version : {std::uint16_t{2}, kProtocolVersion}) {
+    if (auto a = Availability::Decode(p, version)) {
+      FUZZ_CHECK(a->catalog_entries <= kMaxCatalogEntries);
+      FUZZ_CHECK(a->bitmap.size() == BitmapBytes(a->catalog_entries));
+      std::uint32_t set = 0;
+      for (std::uint32_t i = 0; i < a->catalog_entries; ++i) set += BitmapTest(a->bitmap, i);
+      FUZZ_CHECK(set == a->available_count());
+      auto again = Availability::Decode(a->Encode(version), version);
+      FUZZ_CHECK(again.has_value());
+      FUZZ_CHECK(again->catalog_entries == a->catalog_entries && again->bitmap == a->bitmap &&
+                 again->key == a->key);
     }
-    auto again = RefsView::Parse(out);
-    FUZZ_CHECK(again && again->first_seq() == refs->first_seq() &&
-               again->count() == refs->count());
+    if (auto refs = RefsView::Parse(p, version)) {
+      FUZZ_CHECK(refs->count() >= 1 && refs->count() <= kMaxRefsPerFrame);
+      const std::size_t entry_size = RefEntrySize(version);
+      std::vector<std::uint8_t> out;
+      AppendRefsHeader(&out, refs->first_seq(), refs->count());
+      out.resize(kRefsFixedSize + std::size_t{refs->count()} * entry_size);
+      for (std::uint32_t k = 0; k < refs->count(); ++k) {
+        RefEntry e = refs->entry(k);
+        FUZZ_CHECK(e.record_word == 0 ||
+                   (e.record_word & kRecordFlagsMask) == kPageContinueFlags);
+        StoreRefEntry(out.data() + kRefsFixedSize + std::size_t{k} * entry_size, e, version);
+      }
+      auto again = RefsView::Parse(out, version);
+      FUZZ_CHECK(again && again->first_seq() == refs->first_seq() &&
+                 again->count() == refs->count());
+      // The payload's reserved word is the only thing a re-encoding may change.
+      FUZZ_CHECK(std::equal(out.begin() + kRefsFixedSize, out.end(),
+                            p.begin() + static_cast<std::ptrdiff_t>(kRefsFixedSize), p.end()));
+    }
   }
   if (auto r = PageRequest::Decode(p)) {
     auto again = PageRequest::Decode(r->Encode());
