@@ -81,6 +81,16 @@ Status Agent::Impl::Init() {
   if (options_.memory_mib == 0 || options_.vcpus == 0) {
     return Status::InvalidArgument("the agent's host needs a non-zero memory and vCPU capacity");
   }
+  if (!options_.tls && !options_.insecure) {
+    return Status::InvalidArgument(fmt::format(
+        "agent {} has no TLS credentials: give --tls-dir DIR (with ca.crt, {}.crt and {}.key "
+        "from `escdr ca`), --psk-file FILE (from `escdr ca psk`), or --insecure for plaintext",
+        options_.name, options_.name, options_.name));
+  }
+  if (options_.tls && options_.insecure) {
+    return Status::InvalidArgument(
+        fmt::format("agent {}: --insecure and TLS credentials exclude each other", options_.name));
+  }
   vms_dir_ = options_.state_dir + "/vms";
   run_dir_ = options_.state_dir + "/run";
   logs_dir_ = options_.state_dir + "/logs";
@@ -120,8 +130,10 @@ Status Agent::Impl::Init() {
   }
   Recover();
   monitor_ = std::thread([this] { MonitorLoop(); });
-  spdlog::info("agent {} serving on {} (state {}, inventory {})", options_.name, address_,
-               options_.state_dir, RedactUrl(options_.inventory_url));
+  spdlog::info("agent {} serving on {} (state {}, inventory {}, {})", options_.name, address_,
+               options_.state_dir, RedactUrl(options_.inventory_url),
+               options_.tls ? "TLS 1.3 with " + options_.tls->description()
+                            : std::string("PLAINTEXT: --insecure, no authentication"));
   return Status::OK();
 }
 
@@ -532,6 +544,9 @@ Status Agent::Impl::Run() {
       return true;
     });
     if (static_cast<int>(workers_.size()) >= options_.max_connections) {
+      spdlog::warn("agent {}: refused the connection from {}: {} connections are served already",
+                   options_.name, (*conn)->name(), workers_.size());
+      if (options_.tls) continue;  // no plaintext reply to a TLS client
       (void)WriteControlFrame(**conn, ControlFrameType::kReply,
                               ErrorReply(Status::ResourceExhausted(fmt::format(
                                   "agent {} serves {} connections already", options_.name,
@@ -576,7 +591,73 @@ void Agent::Impl::Shutdown() {
   if (monitor_.joinable()) monitor_.join();
 }
 
-void Agent::Impl::ServeConnection(std::unique_ptr<wire::Connection> conn) {
+Agent::Impl::Peer Agent::Impl::Secure(std::unique_ptr<wire::Connection> raw) {
+  const Deadline deadline = Deadline::After(kFirstFrameTimeout);
+  const std::string from = raw->name();
+  std::uint8_t first = 0;
+  auto n = raw->ReadSome(std::span<std::uint8_t>(&first, 1), deadline);
+  if (!n.has_value() || *n == 0) {
+    // A port scan or a client that gave up: nothing to answer.
+    if (!n.has_value() && n.error().code() == StatusCode::kTimeout) {
+      spdlog::warn("agent {}: closed the connection from {}: it sent nothing for {} s",
+                   options_.name, from, kFirstFrameTimeout.count() / 1000);
+    }
+    return {};
+  }
+  auto prefixed = std::make_unique<PrefixedConnection>(std::move(raw), std::vector<std::uint8_t>{first});
+  if (!options_.tls) {
+    if (first == wire::kTlsHandshakeByte) {
+      spdlog::warn("agent {}: refused a TLS connection from {}: this agent runs with --insecure "
+                   "(plaintext); start it with --tls-dir or --psk-file, or give the client "
+                   "--insecure", options_.name, from);
+      // Read the rest of the ClientHello first: closing with unread bytes
+      // would reset the connection, and the client would not see it closed.
+      std::vector<std::uint8_t> hello(16384);
+      (void)prefixed->ReadSome(hello, Deadline::After(milliseconds(500)));
+      (void)prefixed->ReadSome(hello, Deadline::After(milliseconds(100)));
+      return {};
+    }
+    return {std::move(prefixed), "plaintext"};
+  }
+  if (first != wire::kTlsHandshakeByte) {
+    spdlog::warn("agent {}: refused a plaintext connection from {}: this agent accepts only TLS "
+                 "(the client needs --tls-dir and --tls-name, or --psk-file)", options_.name, from);
+    RefusePlaintext(*prefixed, deadline);
+    return {};
+  }
+  auto tls = options_.tls->Accept(std::move(prefixed), deadline);
+  if (!tls.has_value()) {
+    spdlog::warn("agent {}: refused the connection from {}: {}", options_.name, from,
+                 tls.error().message());
+    return {};
+  }
+  std::string identity = (*tls)->peer_identity();
+  return {std::move(*tls), std::move(identity)};
+}
+
+void Agent::Impl::RefusePlaintext(wire::Connection& conn, Deadline deadline) {
+  // A plaintext control client gets its answer in its own framing, after its
+  // request was read (closing with unread bytes would reset the connection
+  // and lose the reply).
+  std::array<std::uint8_t, wire::kFrameHeaderSize> header{};
+  if (!wire::ReadFull(conn, header, deadline).ok()) return;
+  const wire::FrameHeader h = wire::DecodeFrameHeader(header.data());
+  if (h.type != static_cast<std::uint16_t>(ControlFrameType::kRequest)) return;
+  if (!ReadControlFrameAfterHeader(conn, header.data(), "the client", deadline).has_value()) return;
+  (void)WriteControlFrame(
+      conn, ControlFrameType::kReply,
+      ErrorReply(Status::FailedPrecondition(fmt::format(
+          "agent {} accepts only TLS connections: give escdr --tls-dir DIR --tls-name NAME, "
+          "or --psk-file FILE (or ESCDR_TLS_DIR, ESCDR_TLS_NAME, ESCDR_PSK_FILE)",
+          options_.name))),
+      Deadline::After(milliseconds(1000)));
+  (void)conn.ShutdownWrite();
+}
+
+void Agent::Impl::ServeConnection(std::unique_ptr<wire::Connection> raw) {
+  Peer peer = Secure(std::move(raw));
+  if (!peer.conn) return;
+  std::unique_ptr<wire::Connection> conn = std::move(peer.conn);
   std::array<std::uint8_t, wire::kFrameHeaderSize> header{};
   Status s = wire::ReadFull(*conn, header, Deadline::After(kFirstFrameTimeout));
   if (!s.ok()) return;  // a port scan or a client that gave up: nothing to say
@@ -622,6 +703,11 @@ void Agent::Impl::ServeConnection(std::unique_ptr<wire::Connection> conn) {
                             Deadline::After(kReplyTimeout));
     return;
   }
+  // Who asked what: the peer's certificate name (or "pre-shared key",
+  // "plaintext"). Read-only polls only at debug level.
+  const bool poll = *op == "ping" || *op == "status" || *op == "list_vms";
+  spdlog::log(poll ? spdlog::level::debug : spdlog::level::info, "agent {}: {} from {} ({})",
+              options_.name, *op, peer.identity, conn->name());
   if (*op == "migrate_in") {
     ServeMigrateIn(*this, std::move(conn), request);
     return;

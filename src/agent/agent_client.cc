@@ -21,14 +21,23 @@ namespace {
 // progress event several times a second.
 constexpr std::chrono::seconds kEventSilence{120};
 
-Result<std::unique_ptr<wire::Connection>> Dial(const std::string& address, Deadline deadline) {
+Result<std::unique_ptr<wire::Connection>> Dial(const std::string& address,
+                                               const wire::TlsContext* tls,
+                                               const std::string& expected_peer,
+                                               Deadline deadline) {
   ESCDR_ASSIGN_OR_RETURN(auto hp, ParseAgentAddress(address));
   auto conn = wire::ConnectTcp(hp.first, hp.second, deadline);
   if (!conn.has_value()) {
     return Err(Status(conn.error().code(), fmt::format("cannot reach the agent at {}: {}", address,
                                                        conn.error().message())));
   }
-  return std::move(*conn);
+  if (tls == nullptr) return std::move(*conn);
+  auto secure = tls->Connect(std::move(*conn), deadline, expected_peer);
+  if (!secure.has_value()) {
+    return Err(Status(secure.error().code(), fmt::format("cannot reach the agent at {}: {}",
+                                                         address, secure.error().message())));
+  }
+  return std::unique_ptr<wire::Connection>(std::move(*secure));
 }
 
 }  // namespace
@@ -236,13 +245,17 @@ MigrateOutResult MigrateOutResult::FromJson(const json& j) {
 
 // ---- client ----
 
-AgentClient::AgentClient(std::string address, std::chrono::milliseconds timeout)
-    : address_(std::move(address)), timeout_(timeout) {}
+AgentClient::AgentClient(std::string address, std::chrono::milliseconds timeout,
+                         std::shared_ptr<const wire::TlsContext> tls, std::string expected_peer)
+    : address_(std::move(address)),
+      timeout_(timeout),
+      tls_(std::move(tls)),
+      expected_peer_(std::move(expected_peer)) {}
 
 Result<json> AgentClient::Call(const std::string& op, json args,
                                const std::function<void(const json&)>& on_event) {
   const Deadline deadline = Deadline::After(timeout_);
-  ESCDR_ASSIGN_OR_RETURN(auto conn, Dial(address_, deadline));
+  ESCDR_ASSIGN_OR_RETURN(auto conn, Dial(address_, tls_.get(), expected_peer_, deadline));
   if (!args.is_object()) args = json::object();
   args["version"] = kControlVersion;
   args["op"] = op;
@@ -293,7 +306,7 @@ Result<MigrateOutResult> AgentClient::MigrateOut(
     const MigrateOutRequest& request,
     const std::function<void(const MigrationProgress&)>& on_progress,
     const std::atomic<bool>* cancel) {
-  ESCDR_ASSIGN_OR_RETURN(auto conn, Dial(address_, Deadline::After(timeout_)));
+  ESCDR_ASSIGN_OR_RETURN(auto conn, Dial(address_, tls_.get(), expected_peer_, Deadline::After(timeout_)));
   json args = request.ToJson();
   args["version"] = kControlVersion;
   args["op"] = "migrate_out";

@@ -1,10 +1,16 @@
 // AgentCluster: real `escdr agent` processes on loopback, for integration tests.
 //
 // Each agent is the escdr binary (ESCDR_BINARY_DIR/src/cli/escdr) started as
-// `escdr --db <shared SQLite> --state-dir <root>/<host> agent --name <host>
-// --listen 127.0.0.1:0 --ram-dir <shm dir>`, so several agents on one machine
-// stand for several hosts. Everything lives in two temporary directories (the
-// state under /tmp, guest RAM under /dev/shm) that are removed at the end.
+// `escdr --db <shared SQLite> --state-dir <root>/<host> --tls-dir <root>/tls
+// agent --name <host> --listen 127.0.0.1:0 --ram-dir <shm dir>`, so several
+// agents on one machine stand for several hosts. Everything lives in two
+// temporary directories (the state under /tmp, guest RAM under /dev/shm) that
+// are removed at the end.
+//
+// Channels are mutual TLS by default: the constructor creates a throwaway CA
+// in <root>/tls, StartAgent issues the host's certificate, and the CLI and
+// Client() use the certificate "cli". Channel::kPsk gives every end one
+// pre-shared key instead; Channel::kInsecure runs everything in plaintext.
 //
 // Cleanup is RAII and does not trust the agents: the destructor asks every
 // live agent to stop its VMs, stops the agents, and then kills by pid every
@@ -49,6 +55,8 @@
 #include "escdr/sys/subprocess.h"
 #include "escdr/sys/temp_dir.h"
 #include "escdr/sys/unique_fd.h"
+#include "escdr/wire/tls.h"
+#include "escdr/wire/tls_ca.h"
 #include "testing/test_guest.h"
 
 namespace escdr::agent::testing {
@@ -89,11 +97,42 @@ class CliRun {
 
 class AgentCluster {
  public:
-  AgentCluster() {
+  // How the agents and the CLI secure their connections.
+  enum class Channel { kTls, kPsk, kInsecure };
+
+  explicit AgentCluster(Channel channel = Channel::kTls) : channel_(channel) {
     ::prctl(PR_SET_CHILD_SUBREAPER, 1);
     root_ = TempDir::Create("escdr-agent-it").value();
     shm_ = TempDir::Create("escdr-agent-it", "/dev/shm").value();
     db_ = root_.File("inventory.db");
+    tls_dir_ = root_.File("tls");
+    if (channel_ == Channel::kTls) {
+      Status s = wire::CreateCa(tls_dir_, "escdr-test-ca", 7);
+      if (s.ok()) s = wire::IssueCertificate(tls_dir_, "cli", 7);
+      if (s.ok()) client_tls_ = wire::TlsContext::FromDirectory(tls_dir_, "cli").value();
+      if (!s.ok()) std::fprintf(stderr, "AgentCluster: cannot create its CA: %s\n", s.ToString().c_str());
+    } else if (channel_ == Channel::kPsk) {
+      Status s = wire::WritePskFile(PskFile());
+      if (s.ok()) client_tls_ = wire::TlsContext::FromPskFile(PskFile()).value();
+      if (!s.ok()) std::fprintf(stderr, "AgentCluster: cannot write its key: %s\n", s.ToString().c_str());
+    }
+  }
+
+  Channel channel() const { return channel_; }
+  // The CA directory (Channel::kTls) and the key file (Channel::kPsk).
+  const std::string& tls_dir() const { return tls_dir_; }
+  std::string PskFile() const { return root_.File("cluster.psk"); }
+  // The CLI's credentials (null with Channel::kInsecure).
+  const std::shared_ptr<const wire::TlsContext>& client_tls() const { return client_tls_; }
+  // The global options that give an escdr process of `name` (a host, or
+  // "cli") the cluster's credentials.
+  std::vector<std::string> ChannelArgs(const std::string& name) const {
+    switch (channel_) {
+      case Channel::kTls: return {"--tls-dir", tls_dir_, "--tls-name", name};
+      case Channel::kPsk: return {"--psk-file", PskFile()};
+      case Channel::kInsecure: return {"--insecure"};
+    }
+    return {};
   }
 
   ~AgentCluster() { Cleanup(); }
@@ -112,10 +151,16 @@ class AgentCluster {
     std::filesystem::create_directories(StateDir(host), ec);
     const std::string out = root_.File(host + ".out");
     ::unlink(out.c_str());
+    if (channel_ == Channel::kTls) {
+      Status issued = wire::IssueCertificate(tls_dir_, host, 7);
+      if (!issued.ok() && issued.code() != StatusCode::kAlreadyExists) return issued;
+    }
     SubprocessOptions o;
-    o.argv = {EscdrBinary(), "--db",   db_,  "--state-dir", StateDir(host), "agent", "--name",
-              host,          "--listen", "127.0.0.1:0", "--ram-dir", shm_.path(), "--memory", "4G",
-              "--vcpus", "8"};
+    o.argv = {EscdrBinary(), "--db", db_, "--state-dir", StateDir(host)};
+    for (std::string& a : ChannelArgs(host)) o.argv.push_back(std::move(a));
+    for (const char* a : {"agent", "--name"}) o.argv.emplace_back(a);
+    o.argv.insert(o.argv.end(), {host, "--listen", "127.0.0.1:0", "--ram-dir", shm_.path(),
+                                 "--memory", "4G", "--vcpus", "8"});
     o.env = std::move(env);
     o.stdout_path = out;
     o.stderr_path = root_.File(host + ".log");
@@ -161,7 +206,9 @@ class AgentCluster {
 
   pid_t AgentPid(const std::string& host) { return agents_.at(host).process.pid(); }
   const std::string& Address(const std::string& host) { return agents_.at(host).address; }
-  AgentClient Client(const std::string& host) { return AgentClient(Address(host), std::chrono::seconds(60)); }
+  AgentClient Client(const std::string& host) {
+    return AgentClient(Address(host), std::chrono::seconds(60), client_tls_, host);
+  }
   std::string AgentLog(const std::string& host) {
     std::string t = ReadFileToString(root_.File(host + ".log")).value_or("");
     return t.size() > 4000 ? t.substr(t.size() - 4000) : t;
@@ -172,6 +219,7 @@ class AgentCluster {
     const int n = ++cli_runs_;
     SubprocessOptions o;
     o.argv = {EscdrBinary(), "--db", db_, "--state-dir", root_.File("cli")};
+    for (std::string& a : ChannelArgs("cli")) o.argv.push_back(std::move(a));
     o.argv.insert(o.argv.end(), args.begin(), args.end());
     o.stdout_path = root_.File(fmt::format("cli{}.out", n));
     o.stderr_path = root_.File(fmt::format("cli{}.err", n));
@@ -211,7 +259,7 @@ class AgentCluster {
       if (!a.process.valid() || a.process.exit_status()) continue;
       auto st = a.process.TryWait();
       if (!st.has_value() || st->has_value()) continue;
-      AgentClient c(a.address, std::chrono::seconds(30));
+      AgentClient c(a.address, std::chrono::seconds(30), client_tls_, host);
       if (auto vms = c.ListVms(); vms.has_value()) {
         for (const VmInfo& v : *vms) (void)c.StopVm(v.name);
       }
@@ -238,9 +286,12 @@ class AgentCluster {
     Subprocess process;
     std::string address;
   };
+  Channel channel_;
   TempDir root_;
   TempDir shm_;
   std::string db_;
+  std::string tls_dir_;
+  std::shared_ptr<const wire::TlsContext> client_tls_;
   std::map<std::string, AgentProc> agents_;
   int cli_runs_ = 0;
 };

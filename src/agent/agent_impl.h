@@ -105,6 +105,15 @@ class Agent::Impl {
   const std::string& hold_after_scan_dir() const { return hold_after_scan_dir_; }
 
  private:
+  // A connection after the TLS handshake (or, with --insecure, as it came)
+  // and who the peer is; `conn` is null when it was refused (logged).
+  struct Peer {
+    std::unique_ptr<wire::Connection> conn;
+    std::string identity;
+  };
+  Peer Secure(std::unique_ptr<wire::Connection> raw);
+  // Answers a plaintext control request to a TLS-only agent with an error.
+  void RefusePlaintext(wire::Connection& conn, Deadline deadline);
   void ServeConnection(std::unique_ptr<wire::Connection> conn);
   void ServeControl(wire::Connection& conn, const nlohmann::json& request);
   Result<nlohmann::json> HandleSimple(const std::string& op, const nlohmann::json& request);

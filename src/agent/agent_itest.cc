@@ -69,7 +69,11 @@ TEST_F(AgentTest, BadControlRequestsGetErrorsAndTheAgentStaysUp) {
   // A control frame with a flipped payload byte: the agent answers with an
   // error naming the checksum, and keeps serving.
   auto hp = ParseAgentAddress(cluster_.Address("h1")).value();
-  auto conn = wire::ConnectTcp(hp.first, hp.second, Deadline::After(seconds(10))).value();
+  std::unique_ptr<wire::Connection> conn =
+      wire::ConnectTcp(hp.first, hp.second, Deadline::After(seconds(10))).value();
+  if (cluster_.client_tls()) {
+    conn = cluster_.client_tls()->Connect(std::move(conn), Deadline::After(seconds(10)), "h1").value();
+  }
   auto pair = wire::ConnectionPair().value();
   ASSERT_TRUE(WriteControlFrame(*pair.first, ControlFrameType::kRequest,
                                 {{"version", kControlVersion}, {"op", "ping"}},

@@ -303,10 +303,22 @@ Status OutgoingMigration::Check() {
 
 Status OutgoingMigration::Connect() {
   ESCDR_ASSIGN_OR_RETURN(auto hp, ParseAgentAddress(dest_address_));
-  auto tcp = wire::ConnectTcp(hp.first, hp.second, Deadline::After(kConnectTimeout));
+  const Deadline connect_deadline = Deadline::After(kConnectTimeout);
+  auto tcp = wire::ConnectTcp(hp.first, hp.second, connect_deadline);
   if (!tcp.has_value()) {
     return Status(tcp.error().code(), fmt::format("cannot reach the destination agent at {}: {}",
                                                   dest_address_, tcp.error().message()));
+  }
+  if (const auto& tls = agent_.options().tls) {
+    // This agent's own credentials; the destination's certificate must name
+    // the destination host.
+    auto secure = tls->Connect(std::move(*tcp), connect_deadline, dest_host_);
+    if (!secure.has_value()) {
+      return Status(secure.error().code(),
+                    fmt::format("cannot reach the destination agent {} at {}: {}", dest_host_,
+                                dest_address_, secure.error().message()));
+    }
+    tcp = std::unique_ptr<wire::Connection>(std::move(*secure));
   }
   {
     std::lock_guard<std::mutex> lock(mu_);
@@ -418,7 +430,7 @@ Result<MigrationInfo> OutgoingMigration::Finish() {
 }
 
 Status OutgoingMigration::Commit() {
-  AgentClient dest(dest_address_, std::chrono::seconds(60));
+  AgentClient dest(dest_address_, std::chrono::seconds(60), agent_.options().tls, dest_host_);
   auto reply = dest.Call("commit_in", {{"vm", req_.vm},
                                        {"migration_id", req_.migration_id},
                                        {"resume", !req_.keep_paused && was_running_}});
@@ -484,7 +496,7 @@ Status OutgoingMigration::Recover(const Status& cause, OutPhase failed_in) {
   if (migrate_in_sent_) {
     // The destination drops its QEMU by itself when its session fails; this
     // also covers a destination whose session succeeded before we failed.
-    AgentClient dest(dest_address_, std::chrono::seconds(5));
+    AgentClient dest(dest_address_, std::chrono::seconds(5), agent_.options().tls, dest_host_);
     auto r = dest.Call("abort_in", {{"vm", req_.vm}, {"migration_id", req_.migration_id}});
     if (!r.has_value() && r.error().code() != StatusCode::kUnavailable) {
       spdlog::warn("agent {}: abort_in to {}: {}", agent_.host(), dest_address_, r.error().ToString());

@@ -56,13 +56,16 @@ Result<std::uint64_t> ParseMib(const std::string& text, const char* flag) {
 }
 
 // The agent of `host`, from the inventory.
-Result<agent::AgentClient> ClientForHost(Inventory& inv, const std::string& host) {
+// With the global TLS options; the agent's certificate must name `host`.
+Result<agent::AgentClient> ClientForHost(const GlobalOptions& global, Inventory& inv,
+                                         const std::string& host) {
+  ESCDR_ASSIGN_OR_RETURN(auto tls, global.AgentTls());
   ESCDR_ASSIGN_OR_RETURN(Host h, inv.GetHost(host));
   if (h.agent_address.empty()) {
     return Err(Status::FailedPrecondition(
         fmt::format("host {} has no agent address in the inventory (is `escdr agent` running?)", host)));
   }
-  return agent::AgentClient(h.agent_address);
+  return agent::AgentClient(h.agent_address, std::chrono::seconds(180), std::move(tls), host);
 }
 
 // ---- escdr agent ----
@@ -78,6 +81,8 @@ void RunAgent(const GlobalOptions& global, AgentArgs& args) {
   agent::AgentOptions o = args.options;
   o.memory_mib = Unwrap(ParseMib(args.memory, "--memory"));
   o.state_dir = Unwrap(global.StateDir());
+  o.tls = Unwrap(global.AgentTls(o.name));
+  o.insecure = global.insecure;
   if (o.inventory_url.empty()) {
     o.inventory_url = Unwrap(InventoryUrl(global));
   }
@@ -99,10 +104,15 @@ void RunAgent(const GlobalOptions& global, AgentArgs& args) {
     if (sig != 0) a->Shutdown();
   });
   if (global.json) {
-    PrintJson({{"agent", o.name}, {"address", a->address()}, {"pid", ::getpid()}});
+    PrintJson({{"agent", o.name},
+               {"address", a->address()},
+               {"pid", ::getpid()},
+               {"tls", o.tls ? o.tls->description() : "none (--insecure)"}});
   } else {
-    std::printf("escdr agent %s listening on %s (pid %d)\n", o.name.c_str(), a->address().c_str(),
-                ::getpid());
+    std::printf("escdr agent %s listening on %s (pid %d, %s)\n", o.name.c_str(),
+                a->address().c_str(), ::getpid(),
+                o.tls ? ("TLS 1.3, " + o.tls->description()).c_str()
+                      : "PLAINTEXT: --insecure, anyone who reaches the port can drive this agent");
   }
   std::fflush(stdout);
   Status s = a->Run();
@@ -136,12 +146,13 @@ void RunAgentStatus(const GlobalOptions& global, const std::vector<std::string>&
       }
     }
   }
+  auto tls = Unwrap(global.AgentTls());
   json doc = json::array();
   Table agents_table({"HOST", "ADDRESS", "STATE", ">PID", ">VMS", ">MIGRATIONS"});
   Table vms_table({"HOST", "VM", "ROLE", "RUN STATE", ">PID", ">COUNTER", "RAM FILE"});
   bool any_down = false;
   for (const auto& [host, address] : agents) {
-    agent::AgentClient client(address, std::chrono::seconds(10));
+    agent::AgentClient client(address, std::chrono::seconds(10), tls, host);
     auto st = client.GetStatus();
     if (!st.has_value()) {
       any_down = true;
@@ -252,7 +263,7 @@ void RunVmCreate(const GlobalOptions& global, const CreateArgs& a) {
     }
     return;
   }
-  auto client = ClientForHost(*inv, vm.host);
+  auto client = ClientForHost(global, *inv, vm.host);
   Result<agent::VmInfo> started = client.has_value() ? client->StartVm(vm.name)
                                                      : Result<agent::VmInfo>(Err(client.error()));
   if (!started.has_value()) {
@@ -270,7 +281,7 @@ void RunVmCreate(const GlobalOptions& global, const CreateArgs& a) {
 void RunVmStart(const GlobalOptions& global, const std::string& name) {
   auto inv = Unwrap(OpenInventoryFromGlobal(global));
   Vm vm = Unwrap(inv->GetVm(name));
-  auto client = Unwrap(ClientForHost(*inv, vm.host));
+  auto client = Unwrap(ClientForHost(global, *inv, vm.host));
   PrintVm(global, "started", vm.host, Unwrap(client.StartVm(name)));
 }
 
@@ -279,7 +290,7 @@ void RunVmStart(const GlobalOptions& global, const std::string& name) {
 void RunVmStop(const GlobalOptions& global, const std::string& name, std::string host) {
   auto inv = Unwrap(OpenInventoryFromGlobal(global));
   if (host.empty()) host = Unwrap(inv->GetVm(name)).host;
-  auto client = Unwrap(ClientForHost(*inv, host));
+  auto client = Unwrap(ClientForHost(global, *inv, host));
   Check(client.StopVm(name));
   if (global.json) {
     PrintJson({{"name", name}, {"host", host}, {"state", "stopped"}});

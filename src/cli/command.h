@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "escdr/base/status.h"
+#include "escdr/wire/tls.h"
 
 namespace escdr::cli {
 
@@ -26,10 +27,22 @@ struct GlobalOptions {
   std::string db;         // --db / ESCDR_DB: inventory URL (sqlite path or postgresql://...)
   std::string state_dir;  // --state-dir / ESCDR_STATE_DIR: where local state lives
   int verbosity = 0;      // -v, -vv
+  // How connections to and between agents are secured (docs/cli-ca.md):
+  std::string tls_dir;    // --tls-dir / ESCDR_TLS_DIR: ca.crt, NAME.crt, NAME.key
+  std::string tls_name;   // --tls-name / ESCDR_TLS_NAME: this end's certificate NAME
+  std::string psk_file;   // --psk-file / ESCDR_PSK_FILE: a pre-shared key instead
+  bool insecure = false;  // --insecure / ESCDR_INSECURE: plaintext, no authentication
 
   // The state directory, created if missing: --state-dir, else
   // $ESCDR_STATE_DIR, else $XDG_STATE_HOME/escdr, else ~/.local/state/escdr.
   Result<std::string> StateDir() const;
+
+  // The credentials for agent connections from the options above: null with
+  // --insecure. `own_name` is the certificate name when --tls-name is not
+  // given (the agent's --name). InvalidArgument, naming the flags to give,
+  // when none of --tls-dir, --psk-file and --insecure is set or more than
+  // one is, or when the files are unusable. Defined in ca_cmd.cc.
+  Result<std::shared_ptr<const wire::TlsContext>> AgentTls(const std::string& own_name = "") const;
 };
 
 using Registrar = void (*)(CLI::App& app, GlobalOptions& global);

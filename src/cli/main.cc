@@ -122,6 +122,19 @@ int main(int argc, char** argv) {
   app.add_option("--state-dir", global.state_dir,
                  "Local state directory (default: $ESCDR_STATE_DIR, else ~/.local/state/escdr)");
   app.add_flag("-v,--verbose", global.verbosity, "More log output (repeat for more)");
+  app.add_option("--tls-dir", global.tls_dir,
+                 "TLS to agents with certificates from this directory: ca.crt, NAME.crt, NAME.key "
+                 "(see escdr ca)")
+      ->envname("ESCDR_TLS_DIR");
+  app.add_option("--tls-name", global.tls_name,
+                 "This end's certificate name in --tls-dir (default for escdr agent: its --name)")
+      ->envname("ESCDR_TLS_NAME");
+  app.add_option("--psk-file", global.psk_file,
+                 "TLS to agents with this pre-shared key file instead (escdr ca psk)")
+      ->envname("ESCDR_PSK_FILE");
+  app.add_flag("--insecure", global.insecure,
+               "Plaintext, unauthenticated agent connections (tests, debugging only)")
+      ->envname("ESCDR_INSECURE");
   for (Registrar r : Registry()) r(app, global);
 
   try {

@@ -142,6 +142,36 @@ void PrintSummary(const Migration& m, const agent::MigrateOutResult& r, bool esc
   if (!escdr) std::printf("(--no-escdr: every page was sent in full)\n");
 }
 
+// How long the outcome of a migration that ran is retried while the
+// inventory cannot record it (locked past its busy timeout, disk full,
+// server down): the VMs already are where the outcome says, so giving up
+// early would leave the inventory wrong (the VM on the wrong host, the
+// reservation held, the migration open).
+constexpr double kRecordRetrySeconds = 300;
+
+// FinishMigration, retried every second for kRecordRetrySeconds on errors an
+// outage gives (busy, I/O, unavailable, timeout); other errors are returned
+// at once.
+Result<Migration> RecordOutcome(Inventory& inv, std::int64_t id, MigrationOutcome outcome,
+                                const MigrationFigures& f) {
+  const auto started = MonotonicClock::now();
+  bool warned = false;
+  for (;;) {
+    Result<Migration> r = inv.FinishMigration(id, outcome, f);
+    if (r.has_value()) return r;
+    const StatusCode c = r.error().code();
+    const bool transient = c == StatusCode::kAborted || c == StatusCode::kIOError ||
+                           c == StatusCode::kUnavailable || c == StatusCode::kTimeout;
+    if (!transient || SecondsSince(started) > kRecordRetrySeconds) return r;
+    if (!warned) {
+      std::fprintf(stderr, "escdr: the inventory cannot record the migration (%s); retrying for %.0f s\n",
+                   r.error().message().c_str(), kRecordRetrySeconds);
+      warned = true;
+    }
+    ::sleep(1);
+  }
+}
+
 void RunMigrate(const GlobalOptions& global, const MigrateArgs& a) {
   auto inv = Unwrap(OpenInventoryFromGlobal(global));
   Vm vm = Unwrap(inv->GetVm(a.vm));
@@ -149,6 +179,8 @@ void RunMigrate(const GlobalOptions& global, const MigrateArgs& a) {
     Fail(Status::FailedPrecondition(
         fmt::format("VM {} is {}, not running", vm.name, VmStateName(vm.state))));
   }
+  // Before the inventory records a migration: missing credentials fail here.
+  auto tls = Unwrap(global.AgentTls());
   std::string destination = a.to;
   if (destination.empty()) {
     DestinationPlan plan = Unwrap(inv->PlanDestination(a.vm));
@@ -200,7 +232,8 @@ void RunMigrate(const GlobalOptions& global, const MigrateArgs& a) {
   } else if (source->agent_address.empty()) {
     result = Err(Status::FailedPrecondition(fmt::format("host {} has no agent address", vm.host)));
   } else {
-    agent::AgentClient client(source->agent_address);
+    agent::AgentClient client(source->agent_address, std::chrono::seconds(180), std::move(tls),
+                              vm.host);
     result = client.MigrateOut(
         req, [&progress](const agent::MigrationProgress& p) { progress.Update(p); }, &g_cancel);
   }
@@ -213,7 +246,7 @@ void RunMigrate(const GlobalOptions& global, const MigrateArgs& a) {
     MigrationFigures f;
     f.total_ms = total_ms;
     f.error = result.error().message();
-    auto finished = inv->FinishMigration(m.id, MigrationOutcome::kFailed, f);
+    auto finished = RecordOutcome(*inv, m.id, MigrationOutcome::kFailed, f);
     Status err = result.error();
     if (!finished.has_value()) {
       err = Status(err.code(), fmt::format("{}; and the inventory could not record it: {}",
@@ -231,7 +264,14 @@ void RunMigrate(const GlobalOptions& global, const MigrateArgs& a) {
   f.downtime_ms = std::max<std::uint64_t>(
       static_cast<std::uint64_t>(result->qemu_downtime_ms),
       static_cast<std::uint64_t>(rep.downtime.count() / 1000));
-  Migration done = Unwrap(inv->FinishMigration(m.id, MigrationOutcome::kSucceeded, f));
+  auto finished = RecordOutcome(*inv, m.id, MigrationOutcome::kSucceeded, f);
+  if (!finished.has_value()) {
+    Fail(Status(finished.error().code(),
+                fmt::format("VM {} was migrated to {}, but the inventory could not record it: {}; "
+                            "it still places the VM on {} (migration {} stays in progress)",
+                            a.vm, destination, finished.error().message(), vm.host, m.id)));
+  }
+  Migration done = *finished;
   if (!result->destination_vm.ram_path.empty()) {
     Status s = inv->SetVmLaunch(vm.name, vm.launch_spec, result->destination_vm.ram_path);
     if (!s.ok()) std::fprintf(stderr, "escdr: warning: %s\n", s.message().c_str());

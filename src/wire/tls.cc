@@ -274,6 +274,12 @@ class TlsConnectionImpl final : public TlsConnection {
                 fmt::format("TLS handshake with {} timed out (the peer sent no complete handshake)",
                             name()));
           }
+          if (client && n.error().code() == StatusCode::kUnavailable) {
+            return Status::Unavailable(fmt::format(
+                "TLS handshake with {} failed: the peer reset the connection (is it a plaintext "
+                "agent started with --insecure?): {}",
+                name(), n.error().message()));
+          }
           return n.error().WithContext(fmt::format("TLS handshake with {}", name()));
         }
         if (*n == 0) {

@@ -33,6 +33,7 @@
 #include <string>
 
 #include "escdr/base/status.h"
+#include "escdr/wire/tls.h"
 
 namespace escdr::agent {
 
@@ -65,13 +66,22 @@ struct AgentOptions {
   std::chrono::milliseconds qemu_stop_grace{10000};
   // Concurrent connections served; more are refused with an error reply.
   int max_connections = 64;
+  // TLS 1.3 on every connection the agent accepts (CLI, source agents) and
+  // makes (to destination agents): its own credentials, a cluster-CA
+  // certificate whose name is `name`, or a pre-shared key
+  // (docs/security.md). Required unless `insecure`.
+  std::shared_ptr<const wire::TlsContext> tls;
+  // Plaintext, unauthenticated connections: anyone who reaches the port can
+  // drive the agent. Only when asked for (tests, debugging).
+  bool insecure = false;
 };
 
 class Agent {
  public:
   // Opens the inventory, registers the host, re-adopts the VMs recorded in
   // the state directory (and kills stale incoming QEMUs), and listens.
-  // Errors: InvalidArgument (options), Unavailable (inventory, or the port
+  // Errors: InvalidArgument (options; also neither `tls` nor `insecure`,
+  // or both), Unavailable (inventory, or the port
   // is taken), IOError (state directory).
   static Result<std::unique_ptr<Agent>> Start(const AgentOptions& options);
 

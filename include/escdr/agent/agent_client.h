@@ -1,6 +1,8 @@
 // AgentClient: talks to one escdr agent over its control channel.
 //
-// Every call opens a TCP connection to the agent's address, sends one
+// Every call opens a TCP connection to the agent's address (TLS 1.3 over it
+// when the client has a TlsContext; plaintext only for agents started with
+// --insecure), sends one
 // request (escdr/agent/control_protocol.h, docs/agent.md), reads the reply and
 // closes. MigrateOut() also delivers the progress events the source agent
 // streams while the migration runs. The client holds no connection between
@@ -25,6 +27,7 @@
 
 #include "escdr/base/status.h"
 #include "escdr/migrate/migration_report.h"
+#include "escdr/wire/tls.h"
 
 namespace escdr::agent {
 
@@ -121,9 +124,14 @@ struct MigrateOutResult {
 class AgentClient {
  public:
   // `address` is "host:port"; `timeout` bounds each call (MigrateOut uses
-  // the request's timeout instead).
+  // the request's timeout instead). With `tls`, every connection is TLS with
+  // these credentials, and when `expected_peer` is not empty the agent's
+  // certificate must name it (its host name); without `tls` the client
+  // speaks plaintext, which only an agent started with --insecure accepts.
   explicit AgentClient(std::string address,
-                       std::chrono::milliseconds timeout = std::chrono::seconds(180));
+                       std::chrono::milliseconds timeout = std::chrono::seconds(180),
+                       std::shared_ptr<const wire::TlsContext> tls = nullptr,
+                       std::string expected_peer = "");
 
   const std::string& address() const { return address_; }
 
@@ -155,6 +163,8 @@ class AgentClient {
  private:
   std::string address_;
   std::chrono::milliseconds timeout_;
+  std::shared_ptr<const wire::TlsContext> tls_;
+  std::string expected_peer_;
 };
 
 }  // namespace escdr::agent
