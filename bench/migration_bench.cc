@@ -28,6 +28,11 @@
 //   build/bench/migration_bench [--runs N] [--variants nokaslr,kaslr,busy]
 //       [--paths escdr,no-escdr,direct] [--bandwidths 125000000,0]
 //       [--busy-mib MiB] [--wire-rate BYTES_PER_S] [--json PATH] [--settle SECONDS]
+//       [--insecure]
+//
+// The agents and the CLI speak mutual TLS 1.3 (AgentCluster's throwaway CA),
+// as a deployment does; --insecure runs them in plaintext instead, to
+// measure what TLS costs.
 //
 // QEMU's max-bandwidth caps the stream QEMU writes, before escdr elides
 // anything, so it does not model a network link for escdr. --wire-rate does:
@@ -109,6 +114,8 @@ struct Config {
   // > 0: every migration connection goes through a relay that forwards at
   // most this many bytes/s in each direction (a network link of that rate).
   std::uint64_t wire_rate = 0;
+  // Plaintext agent channels (--insecure) instead of mutual TLS.
+  bool insecure = false;
 };
 
 struct Variant {
@@ -313,7 +320,10 @@ class Link {
 
 class EscdrPaths {
  public:
-  EscdrPaths(const Variant& v, std::string guest_dir) : variant_(v), guest_dir_(std::move(guest_dir)) {}
+  EscdrPaths(const Variant& v, std::string guest_dir, bool insecure)
+      : variant_(v),
+        guest_dir_(std::move(guest_dir)),
+        cluster_(insecure ? Cluster::Channel::kInsecure : Cluster::Channel::kTls) {}
 
   // Three agents (h1, h2, h3); the migrating VM on h1, donors on h2 and h3;
   // the kind's catalog learned from the two donors. Does not wait for the
@@ -695,14 +705,16 @@ Result<Config> ParseArgs(int argc, char** argv) {
     } else if (a == "--wire-rate") {
       ESCDR_ASSIGN_OR_RETURN(std::string v, value());
       c.wire_rate = std::strtoull(v.c_str(), nullptr, 10);
+    } else if (a == "--insecure") {
+      c.insecure = true;
     } else if (a == "--settle") {
       ESCDR_ASSIGN_OR_RETURN(std::string v, value());
       c.settle_s = std::atoi(v.c_str());
     } else {
       return Err(Status::InvalidArgument(
           "usage: migration_bench [--runs N] [--variants nokaslr,kaslr,busy] [--paths escdr,no-escdr,direct] "
-          "[--bandwidths 125000000,0] [--wire-rate BYTES_PER_S] [--busy-mib MiB] [--json PATH] [--settle SECONDS]; "
-          "unknown argument " + a));
+          "[--bandwidths 125000000,0] [--wire-rate BYTES_PER_S] [--busy-mib MiB] [--json PATH] [--settle SECONDS] "
+          "[--insecure]; unknown argument " + a));
     }
   }
   if (c.runs < 1) return Err(Status::InvalidArgument("--runs must be at least 1"));
@@ -714,14 +726,15 @@ Result<Config> ParseArgs(int argc, char** argv) {
 
 Status RunVariant(const Config& cfg, const Variant& v, const std::string& guest_dir,
                   std::vector<Sample>& samples, const std::function<void()>& save) {
-  std::printf("== %s: booting guests\n", v.name.c_str());
+  std::printf("== %s: booting guests (agent channels: %s)\n", v.name.c_str(),
+              cfg.insecure ? "plaintext, --insecure" : "mutual TLS 1.3");
   std::fflush(stdout);
   const bool want_escdr = std::ranges::any_of(cfg.paths, [](const std::string& p) { return p != "direct"; });
   const bool want_direct = std::ranges::find(cfg.paths, "direct") != cfg.paths.end();
   std::optional<EscdrPaths> agents;
   std::optional<DirectPath> direct;
   if (want_escdr) {
-    agents.emplace(v, guest_dir);
+    agents.emplace(v, guest_dir, cfg.insecure);
     ESCDR_RETURN_IF_ERROR(agents->Start());
   }
   if (want_direct) {

@@ -159,6 +159,7 @@ class Demo {
   std::string kernel_, initrd_;
   TempDir root_, shm_;
   std::string db_, cli_state_;
+  std::string tls_dir_;  // the throwaway CA: ca.crt, h1..h3 and cli certificates
   std::vector<AgentProc> agents_;
   std::vector<DemoVm> vms_;
   int runs_ = 0;
@@ -168,7 +169,8 @@ Result<json> Demo::Escdr(const std::vector<std::string>& args, seconds timeout, 
   if (interruptible) ESCDR_RETURN_IF_ERROR(Interrupted());
   const int n = ++runs_;
   SubprocessOptions o;
-  o.argv = {self_, "--db", db_, "--state-dir", cli_state_, "--json"};
+  o.argv = {self_, "--db", db_, "--state-dir", cli_state_, "--tls-dir", tls_dir_,
+            "--tls-name", "cli", "--json"};
   o.argv.insert(o.argv.end(), args.begin(), args.end());
   o.stdout_path = root_.File(fmt::format("cmd{}.out", n));
   o.stderr_path = root_.File(fmt::format("cmd{}.err", n));
@@ -242,13 +244,23 @@ Status Demo::Prepare() {
   ESCDR_ASSIGN_OR_RETURN(shm_, TempDir::Create("escdr-demo", "/dev/shm"));
   db_ = root_.File("inventory.db");
   cli_state_ = root_.File("cli");
+  tls_dir_ = root_.File("tls");
   std::filesystem::create_directories(cli_state_, ec);
   if (ec) return Status::IOError(fmt::format("cannot create {}: {}", cli_state_, ec.message()));
   return Status::OK();
 }
 
 Status Demo::StartAgents() {
-  Say("\n== 1. Three agents, hosts h1..h{}, on this machine", kHosts);
+  Say("\n== 1. Three agents, hosts h1..h{}, on this machine, speaking mutual TLS 1.3", kHosts);
+  Say("  a throwaway CA in {} signs a certificate for each agent and one for this CLI", tls_dir_);
+  auto run = [this](const std::vector<std::string>& args) -> Status {
+    auto r = Escdr(args, seconds(30));
+    return r.has_value() ? Status::OK() : r.error();
+  };
+  ESCDR_RETURN_IF_ERROR(run({"ca", "init", "--dir", tls_dir_, "--name", "escdr-demo-ca", "--days", "2"}));
+  for (const char* name : {"h1", "h2", "h3", "cli"}) {
+    ESCDR_RETURN_IF_ERROR(run({"ca", "issue", name, "--dir", tls_dir_, "--days", "2"}));
+  }
   for (int i = 1; i <= kHosts; ++i) {
     AgentProc a;
     a.host = fmt::format("h{}", i);
@@ -257,16 +269,17 @@ Status Demo::StartAgents() {
     std::filesystem::create_directories(a.state_dir, ec);
     if (ec) return Status::IOError(fmt::format("cannot create {}: {}", a.state_dir, ec.message()));
     SubprocessOptions o;
-    o.argv = {self_,  "--db",   db_,    "--state-dir", a.state_dir,   "--json",    "agent",
-              "--name", a.host, "--listen", "127.0.0.1:0", "--ram-dir", shm_.path()};
+    o.argv = {self_,    "--db",   db_,        "--state-dir",   a.state_dir, "--tls-dir",
+              tls_dir_, "--json", "agent",    "--name",        a.host,      "--listen",
+              "127.0.0.1:0", "--ram-dir", shm_.path()};
     o.stdout_path = root_.File(a.host + ".out");
     o.stderr_path = root_.File(a.host + ".log");
     o.new_process_group = true;
     // PDEATHSIG takes the agents down with a killed demo, except when they
     // are to outlive it (--keep).
     o.kill_with_parent = !args_.keep;
-    Say("$ escdr --state-dir {} agent --name {} --listen 127.0.0.1:0 --ram-dir {} &", a.state_dir,
-        a.host, shm_.path());
+    Say("$ escdr --state-dir {} --tls-dir {} agent --name {} --listen 127.0.0.1:0 --ram-dir {} &",
+        a.state_dir, tls_dir_, a.host, shm_.path());
     ESCDR_ASSIGN_OR_RETURN(a.process, Subprocess::Spawn(o));
     agents_.push_back(std::move(a));
   }
@@ -288,7 +301,8 @@ Status Demo::StartAgents() {
       if (deadline.Expired()) return Status::Timeout(fmt::format("agent {} did not start within 60 s", a.host));
       std::this_thread::sleep_for(milliseconds(50));
     }
-    Say("  agent {} listening on {} (pid {})", a.host, a.address, a.process.pid());
+    Say("  agent {} listening on {} (pid {}, TLS: {})", a.host, a.address, a.process.pid(),
+        StringOr(json::parse(ReadFileToString(out).value_or(""), nullptr, false), "tls"));
   }
   return Status::OK();
 }
@@ -496,7 +510,8 @@ Result<json> Demo::Run() {
   Say("  guest      {} ({} MiB, {})", args_.guest, args_.memory_mib, args_.kaslr ? "KASLR" : "nokaslr");
   Say("  work dir   {} (inventory, agent state, logs)", root_.path());
   Say("  guest RAM  {}", shm_.path());
-  Say("  every `$ escdr ...` below runs as `escdr --db {} --state-dir {} --json ...`", db_, cli_state_);
+  Say("  every `$ escdr ...` below runs as `escdr --db {} --state-dir {} --tls-dir {} --tls-name cli "
+      "--json ...`", db_, cli_state_, tls_dir_);
   ESCDR_RETURN_IF_ERROR(StartAgents());
   ESCDR_RETURN_IF_ERROR(CreateVms());
   ESCDR_RETURN_IF_ERROR(WaitForBoot());
@@ -551,7 +566,7 @@ Status Demo::Cleanup(bool keep) {
   if (root_.path().empty()) return Status::OK();  // Prepare() failed early
   if (keep) {
     Say("\n== Everything keeps running (--keep). To look around:");
-    Say("  export ESCDR_DB={}", db_);
+    Say("  export ESCDR_DB={} ESCDR_TLS_DIR={} ESCDR_TLS_NAME=cli", db_, tls_dir_);
     Say("  {} --state-dir {} agent status", self_, cli_state_);
     Say("To stop it all:");
     std::string names, pids;
