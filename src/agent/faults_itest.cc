@@ -28,6 +28,7 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/mount.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -127,7 +128,8 @@ class WriteLockHolder {
     const pid_t pid = ::fork();
     if (pid < 0) return Err(Status::IOError("fork"));
     if (pid == 0) {
-      // Only async-signal-safe calls from here on.
+      // Only async-signal-safe calls from here on. Dies with the test.
+      ::prctl(PR_SET_PDEATHSIG, SIGKILL);
       ::close(ready[0]);
       const int fd = ::open(shm.c_str(), O_RDWR);
       struct flock fl {};
