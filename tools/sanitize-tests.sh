@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# tools/sanitize-tests.sh [address|thread] [CTEST_ARG...]
+# tools/sanitize-tests.sh [address|thread] [--modules M1,M2,...] [CTEST_ARG...]
 #
 # Builds escdr with GCC and sanitizers (CMake option ESCDR_SANITIZE) and runs
 # its tests under them:
@@ -10,9 +10,13 @@
 # halt_on_error). The CTest arguments default to "-L unit" (the unit tests);
 # pass e.g. "-L integration" or "-R Wire" to choose others. Build and test
 # times are printed at the end (docs/reliability.md has the figures).
+# --modules wire,migrate,agent builds only the unit-test binaries of those
+# modules (src/<module>/*_test.cc) and runs them (ctest -L unit): CI's
+# ThreadSanitizer stage for the session and agent code. --modules all builds
+# every unit-test binary (src/*/ and fuzz/) and nothing else.
 #
 # Environment: SANITIZE_BUILD_DIR (overrides the build directory),
-# SANITIZE_JOBS (ninja and ctest -j, default 2).
+# SANITIZE_JOBS (ninja and ctest -j, default 2), SANITIZE_CXXFLAGS (below).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -20,6 +24,27 @@ mode=address
 if [ $# -gt 0 ] && { [ "$1" = address ] || [ "$1" = thread ]; }; then
   mode=$1
   shift
+fi
+targets=()
+if [ $# -gt 0 ] && [ "$1" = --modules ]; then
+  [ $# -ge 2 ] || { echo "sanitize-tests.sh: --modules needs a list, e.g. wire,migrate" >&2; exit 2; }
+  IFS=, read -r -a modules <<<"$2"
+  shift 2
+  dirs=()
+  if [ "${modules[*]}" = all ]; then
+    dirs=(src/*/ fuzz/)
+  else
+    for m in "${modules[@]}"; do
+      [ -d "src/$m" ] || { echo "sanitize-tests.sh: no module src/$m" >&2; exit 2; }
+      dirs+=("src/$m/")
+    done
+  fi
+  for d in "${dirs[@]}"; do
+    for t in "$d"*_test.cc; do
+      [ -e "$t" ] && targets+=("$(basename "$t" .cc)")
+    done
+  done
+  [ ${#targets[@]} -gt 0 ] || { echo "sanitize-tests.sh: no unit tests in ${modules[*]}" >&2; exit 2; }
 fi
 case "$mode" in
   address) sanitize=address,undefined; build=${SANITIZE_BUILD_DIR:-build-asan} ;;
@@ -31,9 +56,19 @@ jobs=${SANITIZE_JOBS:-2}
 
 tools/bootstrap.sh
 start=$(date +%s)
-cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DESCDR_SANITIZE="$sanitize" \
+# SANITIZE_CXXFLAGS (e.g. "-O1", what CI uses: no debug information, so less
+# to compile and link; reports then name functions, not lines)
+# replaces RelWithDebInfo's -O2 -g.
+if [ -n "${SANITIZE_CXXFLAGS:-}" ]; then
+  flags=(-DCMAKE_BUILD_TYPE=None "-DCMAKE_CXX_FLAGS=$SANITIZE_CXXFLAGS" "-DCMAKE_C_FLAGS=$SANITIZE_CXXFLAGS")
+else
+  flags=(-DCMAKE_BUILD_TYPE=RelWithDebInfo)
+fi
+cmake -S . -B "$build" -G Ninja "${flags[@]}" -DESCDR_SANITIZE="$sanitize" \
   -DESCDR_BUILD_BENCHMARKS=OFF >/dev/null
-ninja -C "$build" -j "$jobs"
+# With --modules, only those test binaries (ctest sees only built tests'
+# cases; the others appear as *_NOT_BUILT without the unit label).
+ninja -C "$build" -j "$jobs" "${targets[@]}"
 built=$(date +%s)
 
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1:check_initialization_order=1}
