@@ -57,7 +57,8 @@ endfunction()
 #   The usual module: library escdr_NAME from every *.cc in the directory that is
 #   not a test; one unit-test binary per *_test.cc (label "unit"); one
 #   integration-test binary per *_itest.cc (label "integration", run alone,
-#   15 min timeout: these boot real QEMU guests or start real servers).
+#   15 min timeout: these boot real QEMU guests or start real servers; a
+#   module sets ESCDR_ITEST_TIMEOUT_<name> before the call for a longer one).
 #   Adding a file needs no edit here (CONFIGURE_DEPENDS).
 function(escdr_glob_module name)
   cmake_parse_arguments(ARG "" "" "DEPS;PRIVATE_DEPS;TEST_DEPS" ${ARGN})
@@ -76,7 +77,11 @@ function(escdr_glob_module name)
   file(GLOB itests CONFIGURE_DEPENDS ${CMAKE_CURRENT_SOURCE_DIR}/*_itest.cc)
   foreach(t ${itests})
     get_filename_component(n ${t} NAME_WE)
+    set(timeout 900)
+    if(DEFINED ESCDR_ITEST_TIMEOUT_${n})
+      set(timeout ${ESCDR_ITEST_TIMEOUT_${n}})
+    endif()
     escdr_test(${n} SOURCES ${t} DEPS escdr_${name} ${ARG_TEST_DEPS}
-      LABELS integration TIMEOUT 900 SERIAL)
+      LABELS integration TIMEOUT ${timeout} SERIAL)
   endforeach()
 endfunction()
