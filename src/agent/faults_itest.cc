@@ -23,7 +23,8 @@
 //   the inventory places it.
 //
 // ESCDR_FAULT_ROUNDS (default 1) repeats each fault; ESCDR_FAULTS (e.g.
-// "cut,db-full") runs only the faults it names. The outcome counts are
+// "cut,db-full") runs only the faults it names; ESCDR_FAULT_TIMEOUT_S
+// (default 45) is each migration's --timeout. The outcome counts are
 // printed at the end (docs/reliability.md, "Faults under load").
 #include <fcntl.h>
 #include <signal.h>
@@ -78,10 +79,14 @@ constexpr int kMemoryMib = 128;
 // enough to break it, and a busy guest's 1 MiB still fits QEMU's 300 ms
 // downtime.
 constexpr const char* kBandwidth = "8M";
-// --timeout of each migration: a busy guest does not converge over a link
-// slower than it dirties memory (pre-copy has no end then); the agent cancels
-// it at this point and the guest keeps running at the source.
-constexpr const char* kTimeoutS = "120";
+// --timeout of each migration (ESCDR_FAULT_TIMEOUT_S overrides it): a busy
+// guest often does not converge at 8 MiB/s with three other migrations
+// running (pre-copy has no end then); the agent cancels it at this point and
+// the guest keeps running at the source. A quiet guest's migration takes
+// 9-23 s under every fault, so 45 s bounds a round without cutting one short;
+// a longer timeout lets more busy guests converge but every round then waits
+// for it.
+constexpr int kTimeoutS = 45;
 // The inventory's tmpfs.
 constexpr const char* kDbFsSize = "64m";
 
@@ -306,6 +311,7 @@ class FaultsTest : public ::testing::Test {
     CliResult learned = cluster_->Cli(learn);
     if (!learned.ok()) return Status::Internal("catalog learn: " + learned.err);
     rounds_ = EnvInt("ESCDR_FAULT_ROUNDS", 1);
+    timeout_s_ = EnvInt("ESCDR_FAULT_TIMEOUT_S", kTimeoutS);
     return Status::OK();
   }
 
@@ -393,7 +399,7 @@ class FaultsTest : public ::testing::Test {
     const std::int64_t before = LastMigrationId();
     for (Move& m : moves) {
       auto run = cluster_->StartCli({"--json", "migrate", m.vm, "--to", m.dst, "--keep-paused",
-                                     "--keep-source", "--max-bandwidth", kBandwidth, "--timeout", kTimeoutS,
+                                     "--keep-source", "--max-bandwidth", kBandwidth, "--timeout", std::to_string(timeout_s_),
                                      "--destination-address", links_[m.dst]->address()});
       if (!run.has_value()) return {"cannot start the CLI: " + run.error().ToString()};
       m.run.emplace(std::move(*run));
@@ -539,7 +545,7 @@ class FaultsTest : public ::testing::Test {
     if (m.result.err.empty()) problem("failed without a message");
     // A busy guest may not converge within --timeout at 8 MiB/s on a loaded
     // machine, whatever the fault (docs/reliability.md §4): its error names
-    // that cause ("timed out after 120 s") and counts as named in every round.
+    // that cause ("timed out after 45 s") and counts as named in every round.
     bool named = m.result.err.find("timed out after") != std::string::npos;
     for (const std::string& c : Causes(fault)) named = named || m.result.err.find(c) != std::string::npos;
     if (!named) problem("the error does not name the cause: " + m.result.err);
@@ -633,6 +639,7 @@ class FaultsTest : public ::testing::Test {
   static std::string db_real_;
   static std::map<std::string, std::unique_ptr<FaultyLink>> links_;
   static int rounds_;
+  static int timeout_s_;
   static std::map<std::string, Tally> tallies_;
 };
 
@@ -643,6 +650,7 @@ bool FaultsTest::mounted_ = false;
 std::string FaultsTest::db_real_;
 std::map<std::string, std::unique_ptr<FaultyLink>> FaultsTest::links_;
 int FaultsTest::rounds_ = 1;
+int FaultsTest::timeout_s_ = kTimeoutS;
 std::map<std::string, Tally> FaultsTest::tallies_;
 
 // One test for the whole matrix: under CTest every TEST is a process of its
