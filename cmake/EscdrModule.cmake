@@ -4,6 +4,7 @@
 #   Creates the static library escdr_NAME with PUBLIC include/ and PRIVATE src/.
 # escdr_test(NAME SOURCES a_test.cc ... DEPS escdr_x ... [LABELS l1 l2] [TIMEOUT s])
 #   Creates a GoogleTest binary registered with CTest (one CTest test per TEST).
+#   Its own sources get ESCDR_TEST_CXXFLAGS after the build type's flags.
 
 set(ESCDR_WARNINGS -Wall -Wextra -Wpedantic -Wshadow -Wnon-virtual-dtor
     -Wold-style-cast -Wcast-align -Woverloaded-virtual
@@ -28,7 +29,7 @@ function(escdr_test name)
   cmake_parse_arguments(ARG "SERIAL" "TIMEOUT" "SOURCES;DEPS;LABELS" ${ARGN})
   add_executable(${name} ${ARG_SOURCES})
   target_include_directories(${name} PRIVATE ${PROJECT_SOURCE_DIR}/src)
-  target_compile_options(${name} PRIVATE ${ESCDR_WARNINGS})
+  target_compile_options(${name} PRIVATE ${ESCDR_WARNINGS} ${ESCDR_TEST_CXXFLAGS})
   target_link_libraries(${name} PRIVATE ${ARG_DEPS} GTest::gtest GTest::gmock GTest::gtest_main)
   if(NOT ARG_TIMEOUT)
     set(ARG_TIMEOUT 120)
