@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# tools/sanitize-tests.sh [address|thread] [--modules M1,M2,...] [CTEST_ARG...]
+# tools/sanitize-tests.sh [--build-only] [address|thread] [--modules M1,M2,...] [CTEST_ARG...]
 #
 # Builds escdr with GCC and sanitizers (CMake option ESCDR_SANITIZE) and runs
 # its tests under them:
@@ -15,37 +15,34 @@
 # ThreadSanitizer stage for the session and agent code. --modules all builds
 # every unit-test binary (src/*/ and fuzz/) and nothing else. Either leaves
 # out the simulator's golden tests, which run the escdr binary.
+# --build-only stops after the build (CI builds the sanitizer trees while
+# the main suite runs, then runs this again to test).
 #
 # Environment: SANITIZE_BUILD_DIR (overrides the build directory),
 # SANITIZE_JOBS (ninja and ctest -j, default 2), SANITIZE_CXXFLAGS (below).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
+build_only=0
+if [ $# -gt 0 ] && [ "$1" = --build-only ]; then
+  build_only=1
+  shift
+fi
 mode=address
 if [ $# -gt 0 ] && { [ "$1" = address ] || [ "$1" = thread ]; }; then
   mode=$1
   shift
 fi
-targets=()
+modules=()
 if [ $# -gt 0 ] && [ "$1" = --modules ]; then
   [ $# -ge 2 ] || { echo "sanitize-tests.sh: --modules needs a list, e.g. wire,migrate" >&2; exit 2; }
   IFS=, read -r -a modules <<<"$2"
   shift 2
-  dirs=()
-  if [ "${modules[*]}" = all ]; then
-    dirs=(src/*/ fuzz/)
-  else
+  if [ "${modules[*]}" != all ]; then
     for m in "${modules[@]}"; do
       [ -d "src/$m" ] || { echo "sanitize-tests.sh: no module src/$m" >&2; exit 2; }
-      dirs+=("src/$m/")
     done
   fi
-  for d in "${dirs[@]}"; do
-    for t in "$d"*_test.cc; do
-      [ -e "$t" ] && targets+=("$(basename "$t" .cc)")
-    done
-  done
-  [ ${#targets[@]} -gt 0 ] || { echo "sanitize-tests.sh: no unit tests in ${modules[*]}" >&2; exit 2; }
   # The simulator's golden tests (label unit) run the escdr binary, which
   # --modules does not build: leave them out (a run without --modules has them).
   skip_cli_tests=1
@@ -71,10 +68,28 @@ else
 fi
 cmake -S . -B "$build" -G Ninja "${flags[@]}" -DESCDR_SANITIZE="$sanitize" \
   -DESCDR_BUILD_BENCHMARKS=OFF >/dev/null
-# With --modules, only those test binaries (ctest sees only built tests'
-# cases; the others appear as *_NOT_BUILT without the unit label).
+# With --modules, only those modules' unit-test binaries (ctest sees only
+# built tests' cases; the others appear as *_NOT_BUILT without the unit
+# label): the executables the build puts in src/<module>/ (and fuzz/ for
+# "all") whose names end in _test (integration tests end in _itest).
+targets=()
+if [ ${#modules[@]} -gt 0 ]; then
+  if [ "${modules[*]}" = all ]; then
+    dirs='src/[a-z_]+|fuzz'
+  else
+    dirs="src/($(IFS='|'; echo "${modules[*]}"))"
+  fi
+  mapfile -t targets < <(ninja -C "$build" -t targets all |
+    sed -nE "s#^(($dirs)/[a-z0-9_]+_test): CXX_EXECUTABLE_LINKER.*#\1#p" | sort -u)
+  [ ${#targets[@]} -gt 0 ] || { echo "sanitize-tests.sh: no unit tests in ${modules[*]}" >&2; exit 2; }
+  echo "sanitize-tests.sh: building ${#targets[@]} unit-test binaries"
+fi
 ninja -C "$build" -j "$jobs" "${targets[@]}"
 built=$(date +%s)
+if [ "$build_only" = 1 ]; then
+  echo "sanitize-tests.sh: $mode: build $((built - start)) s"
+  exit 0
+fi
 
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1:check_initialization_order=1}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
