@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
-# tools/fuzz.sh [--seconds N] [HARNESS...]
+# tools/fuzz.sh [--seconds N] [--build-only] [HARNESS...]
 #
 # Builds escdr's libFuzzer harnesses (fuzz/, CMake option ESCDR_FUZZ) with
 # clang-19 into build-fuzz/ and runs each harness for N seconds (default 60),
 # one after the other, on its seed corpus (fuzz/corpus/<harness>/), its
 # regression inputs (fuzz/regressions/<harness>/) and the inputs earlier runs
 # found (build-fuzz/corpus/<harness>/, not committed). Harnesses:
-# stream_parser, wire_frames, catalog (default: all three).
+# stream_parser, wire_frames, catalog (default: all three). --build-only
+# builds the harnesses and runs none.
 #
 # Exit status: 0 if no harness failed; 1 if one crashed, leaked, timed out or
 # broke a contract check, with the reproducer's path printed. Reproduce with
@@ -23,12 +24,14 @@ cd "$(dirname "$0")/.."
 root=$PWD
 build=${FUZZ_BUILD_DIR:-build-fuzz}
 seconds=60
+build_only=0
 harnesses=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --seconds) seconds=$2; shift 2 ;;
     --seconds=*) seconds=${1#*=}; shift ;;
-    -h|--help) sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --build-only) build_only=1; shift ;;
+    -h|--help) sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     stream_parser|wire_frames|catalog) harnesses+=("$1"); shift ;;
     *) echo "fuzz.sh: unknown argument '$1' (harnesses: stream_parser wire_frames catalog)" >&2
        exit 2 ;;
@@ -53,6 +56,7 @@ fi
 targets=()
 for h in "${harnesses[@]}"; do targets+=("${h}_fuzzer"); done
 ninja -C "$build" -j "${FUZZ_JOBS:-2}" "${targets[@]}"
+[ "$build_only" = 0 ] || exit 0
 
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1:symbolize=1}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
