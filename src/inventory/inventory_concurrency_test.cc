@@ -286,6 +286,51 @@ TEST_P(ConcurrencyTest, ConcurrentMigrationsReserveNoMoreThanTheDestinationHas) 
   ExpectConsistent(*inv);
 }
 
+// Agents that start together open a database that does not exist yet: every
+// one of them must get it (SQLite refuses the switch to WAL at once, not after
+// its busy timeout, when several processes take it on one new file together).
+TEST_P(ConcurrencyTest, ProcessesOpeningANewDatabaseTogetherAllGetIt) {
+  // SQLite: many rounds, each on a new file (the race is short). PostgreSQL:
+  // the fixture's new schema, once (the schema lock serializes creation).
+  const bool sqlite = GetParam() == "sqlite";
+  const int rounds = sqlite ? 100 : 1;
+  constexpr int kProcs = 4;
+  for (int round = 0; round < rounds; ++round) {
+    const std::string url = sqlite ? db_->url() + "." + std::to_string(round) : db_->url();
+    int go[2];
+    ASSERT_EQ(pipe(go), 0);
+    std::vector<pid_t> pids;
+    for (int i = 0; i < kProcs; ++i) {
+      const pid_t pid = fork();
+      ASSERT_GE(pid, 0);
+      if (pid == 0) {
+        close(go[1]);
+        char byte;
+        if (read(go[0], &byte, 1) != 1) _exit(2);
+        auto inv = OpenInventory(url);
+        if (!inv.has_value()) {
+          std::fprintf(stderr, "round %d, process %d: %s\n", round, i,
+                       inv.error().ToString().c_str());
+          _exit(1);
+        }
+        _exit(0);
+      }
+      pids.push_back(pid);
+    }
+    close(go[0]);
+    for (int i = 0; i < kProcs; ++i) (void)!write(go[1], "g", 1);
+    close(go[1]);
+    int failed = 0;
+    for (pid_t pid : pids) {
+      int status = 0;
+      ASSERT_EQ(waitpid(pid, &status, 0), pid);
+      if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) ++failed;
+    }
+    ASSERT_EQ(failed, 0) << "round " << round << ": " << failed << " of " << kProcs
+                         << " processes could not open " << url << " (their errors above)";
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(Backends, ConcurrencyTest, ::testing::Values("sqlite", "postgres"),
                          [](const ::testing::TestParamInfo<std::string>& p) { return p.param; });
 

@@ -6,7 +6,9 @@
 // kInventorySchemaVersion, and never edit an old step.
 #include "inventory/schema.h"
 
+#include <chrono>
 #include <string>
+#include <thread>
 
 #include "escdr/inventory/inventory.h"
 
@@ -263,6 +265,7 @@ Status EnsureSchema(SqlDb& db) {
     if (s.ok()) return s;
     db.Rollback();
     if (s.code() != StatusCode::kAborted || attempt >= 5) return s;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10 << attempt));
   }
 }
 

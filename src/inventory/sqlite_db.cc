@@ -13,6 +13,8 @@
 // connection to the database closes.
 #include <sqlite3.h>
 
+#include <algorithm>
+#include <chrono>
 #include <condition_variable>
 #include <memory>
 #include <mutex>
@@ -259,8 +261,18 @@ Result<std::unique_ptr<SqlDb>> OpenSqlite(const std::string& path, const std::st
     }
   }
   // journal_mode answers "memory" for in-memory databases: no WAL, nothing
-  // to checkpoint.
+  // to checkpoint. Switching a new file to WAL takes an exclusive lock, and
+  // SQLite answers BUSY at once, without the busy handler, when processes
+  // opening the same new file at the same time would deadlock on it: retry
+  // within the busy timeout.
   auto mode = db->Query("PRAGMA journal_mode=WAL", {});
+  for (int waited_ms = 0, step_ms = 1;
+       !mode.has_value() && mode.error().code() == StatusCode::kAborted &&
+       waited_ms < kBusyTimeoutMs;
+       waited_ms += step_ms, step_ms = std::min(step_ms * 2, 100)) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(step_ms));
+    mode = db->Query("PRAGMA journal_mode=WAL", {});
+  }
   if (!mode.has_value()) {
     return Err(Status::Unavailable("cannot open database " + url + ": " +
                                    mode.error().message().substr(url.size() + 2)));
