@@ -801,6 +801,42 @@ INSTANTIATE_TEST_SUITE_P(Backends, InventoryTest,
 INSTANTIATE_TEST_SUITE_P(Backends, DestinationInventoryTest,
                          ::testing::Values("sqlite", "memory", "postgres"), BackendName);
 
+// A PostgreSQL server that restarted, or an administrator's
+// pg_terminate_backend, ends the inventory's connection: the next call
+// reconnects instead of failing (a long-lived agent would otherwise fail one
+// request per restart).
+TEST(PostgresInventoryTest, ALostConnectionIsReopenedByTheNextCall) {
+  ESCDR_REQUIRE_BACKEND("postgres");
+  inventory_testing::TestDatabase db("postgres");
+  ASSERT_TRUE(db.ok());
+  const std::string app = fmt::format("escdr_reconnect_{}", getpid());
+  auto inv = OpenInventory(db.url() + "&application_name=" + app);
+  ASSERT_TRUE(inv.has_value()) << inv.error().ToString();
+  ASSERT_TRUE((*inv)->AddHost(HostOf("h1")).has_value());
+
+  auto admin = inventory_internal::OpenPostgres(inventory_testing::PgAdminUrl());
+  ASSERT_TRUE(admin.has_value()) << admin.error().ToString();
+  auto terminate = [&] {
+    auto rows = (*admin)->Query(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1",
+        {std::string_view(app)});
+    ASSERT_TRUE(rows.has_value()) << rows.error().ToString();
+    ASSERT_EQ(rows->rows.size(), 1u) << "the inventory's one session";
+  };
+
+  terminate();
+  auto h1 = (*inv)->GetHost("h1");  // a read
+  ASSERT_TRUE(h1.has_value()) << h1.error().ToString();
+  EXPECT_EQ(h1->name, "h1");
+
+  terminate();
+  auto h2 = (*inv)->AddHost(HostOf("h2"));  // a write
+  ASSERT_TRUE(h2.has_value()) << h2.error().ToString();
+  auto hosts = (*inv)->ListHosts();
+  ASSERT_TRUE(hosts.has_value()) << hosts.error().ToString();
+  EXPECT_EQ(hosts->size(), 2u);
+}
+
 // --------------------------------------------------- opening and URLs
 
 TEST(OpenInventoryTest, MissingDirectoryIsUnavailableAndNamesTheDatabase) {

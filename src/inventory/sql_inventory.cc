@@ -721,21 +721,33 @@ class SqlInventory final : public Inventory {
     std::map<VmKind, I64> ids_;
   };
 
-  // Runs `fn` in a transaction, retrying the whole of it on kAborted.
+  // Runs `fn` in a transaction, retrying the whole of it on kAborted, and
+  // once on a connection lost before COMMIT was sent (the server restarted
+  // since this connection's last use: nothing of the transaction was
+  // applied, and the retry's Begin reconnects). A connection lost during
+  // COMMIT is returned: whether the transaction was applied is unknown.
   template <typename Fn>
   auto Tx(bool write, Fn&& fn, I64 advisory_lock = 0) -> decltype(fn()) {
     std::lock_guard<std::mutex> lock(mu_);
+    bool reconnected = false;
     for (int attempt = 1;; ++attempt) {
+      bool committing = false;
       Status s = db_->Begin(write, advisory_lock);
       if (s.ok()) {
         auto r = fn();
         s = StatusOfAny(r);
         if (s.ok()) {
+          committing = true;
           s = db_->Commit();
           if (s.ok()) return r;
         }
       }
       db_->Rollback();
+      if (s.code() == StatusCode::kUnavailable && !committing && !reconnected &&
+          attempt < kMaxAttempts) {
+        reconnected = true;
+        continue;
+      }
       if (s.code() != StatusCode::kAborted || attempt >= kMaxAttempts) return Err(s);
       // Back off a little, with jitter, so that retrying writers spread out.
       thread_local std::minstd_rand rng(std::random_device{}());
