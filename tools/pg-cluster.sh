@@ -7,6 +7,11 @@
 #                                   and print for eval:
 #                                     export ESCDR_TEST_PG_URL='postgresql://...'
 #   tools/pg-cluster.sh stop DIR    stop that server (and only that one)
+#   tools/pg-cluster.sh crash DIR   stop it the way a crash would: every
+#                                   session ends at once, no checkpoint
+#                                   (pg_ctl -m immediate); for fault tests
+#   tools/pg-cluster.sh restart DIR start that cluster's server again (after
+#                                   stop or crash; a crash is recovered)
 #   tools/pg-cluster.sh url DIR     print the URL again
 #
 # Typical use (tools/run-tests.sh):
@@ -21,7 +26,7 @@ die() { echo "pg-cluster: $*" >&2; exit 1; }
 
 cmd=${1:-}
 dir=${2:-}
-[ -n "$cmd" ] && [ -n "$dir" ] || die "usage: $0 start|stop|url DIR"
+[ -n "$cmd" ] && [ -n "$dir" ] || die "usage: $0 start|stop|crash|restart|url DIR"
 
 find_bin() {
   local d
@@ -43,6 +48,14 @@ url_for() {
   echo "postgresql://postgres@/escdr?host=$abs/sock"
 }
 
+# Starts the server of DIR/data: on the socket directory DIR/sock only.
+start_server() {
+  # fsync off: the data is thrown away, and tests run much faster.
+  as_owner "$1/pg_ctl" -D "$2/data" -l "$2/server.log" -w -t 60 \
+    -o "-c listen_addresses='' -k $2/sock -c fsync=off -c synchronous_commit=off -c full_page_writes=off" \
+    start >/dev/null || die "the server did not start; see $2/server.log"
+}
+
 case "$cmd" in
   start)
     bin=$(find_bin)
@@ -59,10 +72,7 @@ case "$cmd" in
     fi
     as_owner "$bin/initdb" -D "$dir/data" -U postgres --auth=trust -E UTF8 --no-locale \
       >"$dir/initdb.log" 2>&1 || die "initdb failed; see $dir/initdb.log"
-    # fsync off: the data is thrown away, and tests run much faster.
-    as_owner "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 \
-      -o "-c listen_addresses='' -k $dir/sock -c fsync=off -c synchronous_commit=off -c full_page_writes=off" \
-      start >/dev/null || die "the server did not start; see $dir/server.log"
+    start_server "$bin" "$dir"
     as_owner "$bin/psql" -X -q -h "$dir/sock" -U postgres -d postgres \
       -c "CREATE DATABASE escdr" >/dev/null || die "cannot create database escdr"
     echo "export ESCDR_TEST_PG_URL='$(url_for "$dir")'"
@@ -75,11 +85,22 @@ case "$cmd" in
       as_owner "$bin/pg_ctl" -D "$dir/data" -m fast -w -t 60 stop >/dev/null
     fi
     ;;
+  crash)
+    [ -f "$dir/data/postmaster.pid" ] || die "no server of $dir is running"
+    dir=$(cd "$dir" && pwd)
+    as_owner "$(find_bin)/pg_ctl" -D "$dir/data" -m immediate -w -t 60 stop >/dev/null
+    ;;
+  restart)
+    [ -d "$dir/data" ] || die "no cluster in $dir"
+    [ ! -f "$dir/data/postmaster.pid" ] || die "the server of $dir is running; stop it first"
+    dir=$(cd "$dir" && pwd)
+    start_server "$(find_bin)" "$dir"
+    ;;
   url)
     [ -d "$dir/data" ] || die "no cluster in $dir"
     echo "export ESCDR_TEST_PG_URL='$(url_for "$dir")'"
     ;;
   *)
-    die "unknown command '$cmd' (expected start, stop or url)"
+    die "unknown command '$cmd' (expected start, stop, crash, restart or url)"
     ;;
 esac

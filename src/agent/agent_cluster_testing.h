@@ -140,6 +140,9 @@ class AgentCluster {
   AgentCluster& operator=(const AgentCluster&) = delete;
 
   const std::string& db() const { return db_; }
+  // Points the agents and the CLI at another inventory (e.g. a postgresql://
+  // URL) instead of the SQLite file in the root; before any StartAgent.
+  void UseDatabase(std::string url) { db_ = std::move(url); }
   std::string StateDir(const std::string& host) const { return root_.File(host); }
   const std::string& root() const { return root_.path(); }
 

@@ -22,6 +22,12 @@
 //   migration left in progress, and every VM of the inventory running where
 //   the inventory places it.
 //
+// PostgresFaultsTest runs the same four migrations on a PostgreSQL inventory
+// (a throwaway cluster of its own, tools/pg-cluster.sh) and crashes that
+// server mid-migration (pg_ctl -m immediate: every session ends at once), to
+// restart it 15 s later: the migrations go on, the CLIs retry recording
+// their outcome, and the agents reconnect on their next inventory call.
+//
 // ESCDR_FAULT_ROUNDS (default 1) repeats each fault; ESCDR_FAULTS (e.g.
 // "cut,db-full") runs only the faults it names; ESCDR_FAULT_TIMEOUT_S
 // (default 45) is each migration's --timeout. The outcome counts are
@@ -198,6 +204,7 @@ enum class Fault {
   kInventoryLocked,
   kInventoryDiskFull,
   kDonorStopped,
+  kInventoryServerCrashed,  // PostgresFaultsTest only
 };
 
 // Short names for ESCDR_FAULTS.
@@ -211,6 +218,7 @@ const char* FaultKey(Fault f) {
     case Fault::kInventoryLocked: return "db-locked";
     case Fault::kInventoryDiskFull: return "db-full";
     case Fault::kDonorStopped: return "donor-stop";
+    case Fault::kInventoryServerCrashed: return "db-crash";
   }
   return "?";
 }
@@ -225,6 +233,7 @@ const char* FaultName(Fault f) {
     case Fault::kInventoryLocked: return "inventory write-locked 35 s";
     case Fault::kInventoryDiskFull: return "inventory disk full 15 s";
     case Fault::kDonorStopped: return "donor VM stopped";
+    case Fault::kInventoryServerCrashed: return "PostgreSQL crashed, back in 15 s";
   }
   return "?";
 }
@@ -255,6 +264,11 @@ class FaultsTest : public ::testing::Test {
       mounted_ = false;
     }
     dbfs_.reset();
+    if (pg_started_) {
+      if (Status s = PgCluster("stop"); !s.ok()) std::fprintf(stderr, "%s\n", s.ToString().c_str());
+      pg_started_ = false;
+    }
+    pgdir_.reset();
     std::printf("\nfaults under load, %d round(s) each, 4 concurrent migrations per round:\n",
                 rounds_);
     std::printf("  %-32s %6s %9s %6s %8s %8s\n", "fault", "rounds", "succeeded", "failed",
@@ -267,10 +281,45 @@ class FaultsTest : public ::testing::Test {
 
   void SetUp() override { ASSERT_TRUE(setup_.ok()) << setup_.ToString(); }
 
-  static Status Boot() {
-    // The inventory on its own small tmpfs (for the disk-full fault): the
-    // cluster's database path is a symlink into it; SQLite follows it and
-    // keeps its -wal and -shm files beside the real file.
+  // Runs tools/pg-cluster.sh COMMAND on this test's cluster directory; its
+  // output is in <dir>/pg-cluster.out.
+  static Status PgCluster(const std::string& command) {
+    SubprocessOptions o;
+    o.argv = {std::string(ESCDR_SOURCE_DIR) + "/tools/pg-cluster.sh", command, pgdir_->path()};
+    o.stdout_path = pgdir_->path() + "/pg-cluster.out";
+    o.append_output = true;
+    o.stderr_path = o.stdout_path;
+    ESCDR_ASSIGN_OR_RETURN(Subprocess p, Subprocess::Spawn(o));
+    ESCDR_ASSIGN_OR_RETURN(ExitStatus st, p.WaitFor(std::chrono::minutes(2)));
+    if (!st.success()) {
+      return Status::Internal(fmt::format("pg-cluster.sh {} {}: {}: {}", command, pgdir_->path(),
+                                          st.ToString(),
+                                          ReadFileToString(o.stdout_path).value_or("")));
+    }
+    return Status::OK();
+  }
+
+  // A PostgreSQL cluster of the test's own for the inventory.
+  static Status StartPostgres() {
+    ESCDR_ASSIGN_OR_RETURN(TempDir dir, TempDir::Create("escdr-faults-pg"));
+    pgdir_ = std::make_unique<TempDir>(std::move(dir));
+    ESCDR_RETURN_IF_ERROR(PgCluster("start"));
+    pg_started_ = true;
+    // The script prints "export ESCDR_TEST_PG_URL='<url>'".
+    const std::string out = ReadFileToString(pgdir_->path() + "/pg-cluster.out").value_or("");
+    const std::size_t open = out.find("='");
+    const std::size_t close = out.find('\'', open + 2);
+    if (open == std::string::npos || close == std::string::npos) {
+      return Status::Internal("pg-cluster.sh printed no URL: " + out);
+    }
+    cluster_->UseDatabase(out.substr(open + 2, close - open - 2));
+    return Status::OK();
+  }
+
+  // The inventory on its own small tmpfs (for the disk-full fault): the
+  // cluster's database path is a symlink into it; SQLite follows it and
+  // keeps its -wal and -shm files beside the real file.
+  static Status MountSqliteTmpfs() {
     ESCDR_ASSIGN_OR_RETURN(TempDir fs, TempDir::Create("escdr-faults-db"));
     dbfs_ = std::make_unique<TempDir>(std::move(fs));
     const std::string opts = fmt::format("size={},mode=0700", kDbFsSize);
@@ -283,6 +332,11 @@ class FaultsTest : public ::testing::Test {
     std::error_code ec;
     std::filesystem::create_symlink(db_real_, cluster_->db(), ec);
     if (ec) return Status::IOError("symlink " + cluster_->db() + ": " + ec.message());
+    return Status::OK();
+  }
+
+  static Status Boot() {
+    ESCDR_RETURN_IF_ERROR(postgres_ ? StartPostgres() : MountSqliteTmpfs());
 
     for (const std::string& h : kHosts) ESCDR_RETURN_IF_ERROR(cluster_->StartAgent(h));
     for (const std::string& h : kHosts) links_[h] = std::make_unique<FaultyLink>(cluster_->Address(h));
@@ -451,6 +505,14 @@ class FaultsTest : public ::testing::Test {
           problems.push_back("could not stop donor " + donor_stopped);
         }
         break;
+      case Fault::kInventoryServerCrashed:
+        if (Status s = PgCluster("crash"); !s.ok()) {
+          problems.push_back(s.ToString());
+        } else {
+          std::this_thread::sleep_for(seconds(15));
+          if (Status r = PgCluster("restart"); !r.ok()) problems.push_back(r.ToString());
+        }
+        break;
     }
     for (Move& m : moves) m.result = m.run->Wait(std::chrono::minutes(8));
 
@@ -503,6 +565,8 @@ class FaultsTest : public ::testing::Test {
         return {"database or disk is full", "inventory"};
       case Fault::kDonorStopped:
         return {"donor"};
+      case Fault::kInventoryServerCrashed:
+        return {"database", "inventory"};
     }
     return {};
   }
@@ -636,6 +700,9 @@ class FaultsTest : public ::testing::Test {
   static Status setup_;
   static std::unique_ptr<TempDir> dbfs_;
   static bool mounted_;
+  static bool postgres_;  // the inventory is PostgreSQL (PostgresFaultsTest)
+  static std::unique_ptr<TempDir> pgdir_;
+  static bool pg_started_;
   static std::string db_real_;
   static std::map<std::string, std::unique_ptr<FaultyLink>> links_;
   static int rounds_;
@@ -647,6 +714,9 @@ AgentCluster* FaultsTest::cluster_ = nullptr;
 Status FaultsTest::setup_;
 std::unique_ptr<TempDir> FaultsTest::dbfs_;
 bool FaultsTest::mounted_ = false;
+bool FaultsTest::postgres_ = false;
+std::unique_ptr<TempDir> FaultsTest::pgdir_;
+bool FaultsTest::pg_started_ = false;
 std::string FaultsTest::db_real_;
 std::map<std::string, std::unique_ptr<FaultyLink>> FaultsTest::links_;
 int FaultsTest::rounds_ = 1;
@@ -665,6 +735,21 @@ TEST_F(FaultsTest, FourMigrationsUnderEachFault) {
     SCOPED_TRACE(FaultName(f));
     RunFault(f);
   }
+}
+
+// The same four migrations on a PostgreSQL inventory whose server crashes
+// mid-migration. A test of its own (its own guests and cluster): the SQLite
+// faults above need the SQLite file.
+class PostgresFaultsTest : public FaultsTest {
+ protected:
+  static void SetUpTestSuite() {
+    postgres_ = true;
+    FaultsTest::SetUpTestSuite();
+  }
+};
+
+TEST_F(PostgresFaultsTest, FourMigrationsWhileTheInventoryServerCrashes) {
+  RunFault(Fault::kInventoryServerCrashed);
 }
 
 }  // namespace
