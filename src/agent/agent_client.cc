@@ -182,6 +182,8 @@ json MigrateOutRequest::ToJson() const {
           {"keep_paused", keep_paused},
           {"keep_source", keep_source},
           {"max_bandwidth", max_bandwidth},
+          {"downtime_limit_ms", downtime_limit_ms},
+          {"auto_converge", auto_converge},
           {"timeout_s", timeout.count()},
           {"window_pages", window_pages}};
 }
@@ -195,6 +197,13 @@ Result<MigrateOutRequest> MigrateOutRequest::FromJson(const json& j) {
   ESCDR_ASSIGN_OR_RETURN(r.keep_paused, JsonBool(j, "keep_paused"));
   ESCDR_ASSIGN_OR_RETURN(r.keep_source, JsonBool(j, "keep_source"));
   ESCDR_ASSIGN_OR_RETURN(r.max_bandwidth, JsonU64(j, "max_bandwidth"));
+  ESCDR_ASSIGN_OR_RETURN(std::uint64_t downtime, JsonU64(j, "downtime_limit_ms"));
+  if (downtime > kMaxDowntimeLimitMs) {
+    return Err(Status::InvalidArgument(
+        fmt::format("downtime_limit_ms {} exceeds {}", downtime, kMaxDowntimeLimitMs)));
+  }
+  r.downtime_limit_ms = static_cast<std::uint32_t>(downtime);
+  ESCDR_ASSIGN_OR_RETURN(r.auto_converge, JsonBool(j, "auto_converge"));
   ESCDR_ASSIGN_OR_RETURN(std::uint64_t t, JsonU64(j, "timeout_s", 900));
   ESCDR_ASSIGN_OR_RETURN(std::uint64_t window, JsonU64(j, "window_pages"));
   if (window > (1u << 20)) {
@@ -217,6 +226,7 @@ json MigrateOutResult::ToJson() const {
           {"qemu_downtime_ms", qemu_downtime_ms},
           {"qemu_downtime_bytes", qemu_downtime_bytes},
           {"qemu_rounds", qemu_rounds},
+          {"qemu_cpu_throttle_max", qemu_cpu_throttle_max},
           {"destination_host", destination_host},
           {"donor", donor},
           {"note", note},
@@ -233,6 +243,7 @@ MigrateOutResult MigrateOutResult::FromJson(const json& j) {
   r.qemu_downtime_ms = static_cast<std::int64_t>(U64Or(j, "qemu_downtime_ms"));
   r.qemu_downtime_bytes = U64Or(j, "qemu_downtime_bytes");
   r.qemu_rounds = U64Or(j, "qemu_rounds");
+  r.qemu_cpu_throttle_max = U64Or(j, "qemu_cpu_throttle_max");
   r.destination_host = StringOr(j, "destination_host");
   r.donor = StringOr(j, "donor");
   r.note = StringOr(j, "note");

@@ -29,10 +29,19 @@ TEST(MigrateOutRequestTest, RoundTrip) {
   r.keep_paused = true;
   r.keep_source = true;
   r.max_bandwidth = 1 << 20;
+  r.downtime_limit_ms = 750;
+  r.auto_converge = true;
   r.timeout = std::chrono::seconds(60);
   auto back = MigrateOutRequest::FromJson(r.ToJson());
   ASSERT_TRUE(back.has_value()) << back.error().ToString();
   EXPECT_EQ(back->ToJson(), r.ToJson());
+  EXPECT_EQ(back->downtime_limit_ms, 750u);
+  EXPECT_TRUE(back->auto_converge);
+  // An older client sends neither: QEMU's defaults, no throttling.
+  auto old = MigrateOutRequest::FromJson({{"vm", "a"}, {"migration_id", 1}});
+  ASSERT_TRUE(old.has_value()) << old.error().ToString();
+  EXPECT_EQ(old->downtime_limit_ms, 0u);
+  EXPECT_FALSE(old->auto_converge);
 }
 
 TEST(MigrateOutRequestTest, RefusesBadFields) {
@@ -43,6 +52,12 @@ TEST(MigrateOutRequestTest, RefusesBadFields) {
   EXPECT_FALSE(MigrateOutRequest::FromJson({{"vm", "a"}, {"migration_id", 1}, {"timeout_s", 0}})
                    .has_value());
   EXPECT_FALSE(MigrateOutRequest::FromJson({{"vm", "a"}, {"migration_id", 1}, {"max_bandwidth", -5}})
+                   .has_value());
+  auto long_downtime = MigrateOutRequest::FromJson(
+      {{"vm", "a"}, {"migration_id", 1}, {"downtime_limit_ms", 2000001}});
+  ASSERT_FALSE(long_downtime.has_value());
+  EXPECT_EQ(long_downtime.error().message(), "downtime_limit_ms 2000001 exceeds 2000000");
+  EXPECT_FALSE(MigrateOutRequest::FromJson({{"vm", "a"}, {"migration_id", 1}, {"auto_converge", 1}})
                    .has_value());
 }
 

@@ -82,6 +82,7 @@ constexpr const char* kRefusedCapabilities[] = {
 constexpr milliseconds kQmpQuick{3000};
 constexpr milliseconds kConnectTimeout{10000};
 constexpr std::uint64_t kDefaultMaxBandwidth = 134217728;  // QEMU's MAX_THROTTLE
+constexpr std::uint32_t kDefaultDowntimeLimitMs = 300;       // QEMU's DEFAULT_MIGRATE_SET_DOWNTIME
 
 std::string Mib(std::uint64_t bytes) { return fmt::format("{:.1f} MiB", bytes / 1048576.0); }
 
@@ -174,6 +175,7 @@ class OutgoingMigration final : public ActiveMigration {
 
   std::mutex progress_mu_;  // the last QEMU figures, for progress and errors
   MigrationInfo last_info_;
+  std::uint64_t max_throttle_ = 0;  // the highest cpu-throttle-percentage seen
 };
 
 Result<MigrateOutResult> OutgoingMigration::Execute() {
@@ -227,6 +229,10 @@ Result<MigrateOutResult> OutgoingMigration::Execute() {
   result.qemu_downtime_ms = info->downtime_ms;
   result.qemu_downtime_bytes = info->ram_downtime_bytes;
   result.qemu_rounds = info->ram_dirty_sync_count;
+  {
+    std::lock_guard<std::mutex> lock(progress_mu_);
+    result.qemu_cpu_throttle_max = max_throttle_;
+  }
   result.destination_host = dest_host_;
   result.donor = donor_;
   result.note = note_;
@@ -373,9 +379,14 @@ Status OutgoingMigration::Prepare() {
 }
 
 Result<std::unique_ptr<wire::Connection>> OutgoingMigration::Setup() {
-  ESCDR_RETURN_IF_ERROR(SetMigrationCapabilities(qmp(), {{"return-path", true}}));
+  // Every capability and parameter is set each time: a source QEMU keeps
+  // what an earlier (failed) migration set.
+  ESCDR_RETURN_IF_ERROR(SetMigrationCapabilities(
+      qmp(), {{"return-path", true}, {"auto-converge", req_.auto_converge}}));
   ESCDR_RETURN_IF_ERROR(SetMigrationParameters(
-      qmp(), {{"max-bandwidth", req_.max_bandwidth > 0 ? req_.max_bandwidth : kDefaultMaxBandwidth}}));
+      qmp(), {{"max-bandwidth", req_.max_bandwidth > 0 ? req_.max_bandwidth : kDefaultMaxBandwidth},
+              {"downtime-limit", req_.downtime_limit_ms > 0 ? req_.downtime_limit_ms
+                                                            : kDefaultDowntimeLimitMs}}));
   const std::string path = agent_.OutgoingSocket(req_.vm);
   ::unlink(path.c_str());
   ESCDR_ASSIGN_OR_RETURN(UniqueFd listener, ListenUnix(path, 1));
@@ -539,6 +550,7 @@ MigrationProgress OutgoingMigration::Progress() {
       if (info.has_value()) {
         std::lock_guard<std::mutex> lock(progress_mu_);
         last_info_ = *info;
+        max_throttle_ = std::max(max_throttle_, info->cpu_throttle_percentage);
       }
     }
   }

@@ -64,6 +64,8 @@ struct MigrateArgs {
   bool no_escdr = false;
   bool keep_paused = false;
   bool keep_source = false;
+  bool auto_converge = false;
+  std::uint32_t downtime_limit_ms = 0;
   int timeout_s = 900;
   std::uint32_t window_pages = 0;
 };
@@ -130,6 +132,10 @@ void PrintSummary(const Migration& m, const agent::MigrateOutResult& r, bool esc
   t.AddRow({"fallbacks (donor page changed)", std::to_string(rep.fallbacks), ""});
   t.AddRow({"window-full pages sent whole", std::to_string(rep.pages_window_full), ""});
   t.AddRow({"pre-copy rounds (QEMU)", std::to_string(r.qemu_rounds), ""});
+  if (r.qemu_cpu_throttle_max > 0) {
+    t.AddRow({"vCPU throttle, highest (auto-converge)",
+              fmt::format("{}%", r.qemu_cpu_throttle_max), ""});
+  }
   t.AddRow({"RAM sent while stopped (QEMU)", HumanBytes(static_cast<double>(r.qemu_downtime_bytes)),
             ""});
   t.AddRow({"total time", fmt::format("{:.2f} s", r.elapsed_s), ""});
@@ -215,6 +221,8 @@ void RunMigrate(const GlobalOptions& global, const MigrateArgs& a) {
   }
   req.timeout = std::chrono::seconds(a.timeout_s);
   req.window_pages = a.window_pages;
+  req.auto_converge = a.auto_converge;
+  req.downtime_limit_ms = a.downtime_limit_ms;
 
   // Ctrl-C cancels the migration cleanly instead of killing the CLI midway.
   struct sigaction sa {};
@@ -305,6 +313,13 @@ void RegisterMigrateCommand(CLI::App& app, GlobalOptions& global) {
                 "Keep the finished source QEMU (postmigrate) and its RAM file, e.g. to compare");
   cmd->add_option("--max-bandwidth", a->max_bandwidth,
                   "QEMU's migration bandwidth limit, bytes/s or with K, M, G (default 128M)");
+  cmd->add_option("--downtime-limit", a->downtime_limit_ms,
+                  "QEMU's downtime limit in ms: the longest pause it aims for when it stops "
+                  "the guest to send the rest (default 300)")
+      ->check(CLI::Range(1u, agent::MigrateOutRequest::kMaxDowntimeLimitMs));
+  cmd->add_flag("--auto-converge", a->auto_converge,
+                "Let QEMU throttle the guest's vCPUs when it dirties memory faster than the "
+                "migration sends it, so that a busy guest converges (it runs slower meanwhile)");
   cmd->add_option("--destination-address", a->destination_address,
                   "Reach the destination agent at host:port instead of its inventory address "
                   "(a tunnel or relay)");

@@ -39,6 +39,7 @@ Result<MigrationInfo> ParseMigrationInfo(const nlohmann::json& reply) {
   info.downtime_ms = Field<std::int64_t>(reply, "downtime");
   info.expected_downtime_ms = Field<std::int64_t>(reply, "expected-downtime");
   info.setup_time_ms = Field<std::int64_t>(reply, "setup-time");
+  info.cpu_throttle_percentage = Field<std::uint64_t>(reply, "cpu-throttle-percentage");
   if (auto ram = reply.find("ram"); ram != reply.end() && ram->is_object()) {
     const nlohmann::json& r = *ram;
     info.has_ram = true;

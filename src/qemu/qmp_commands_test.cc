@@ -65,6 +65,15 @@ TEST(ParseMigrationInfoTest, ReadsEveryCounter) {
   EXPECT_EQ(info->raw["ram"]["postcopy-requests"], 0);
 }
 
+TEST(ParseMigrationInfoTest, ReadsTheAutoConvergeThrottle) {
+  auto info = ParseMigrationInfo({{"status", "active"}, {"cpu-throttle-percentage", 40}});
+  ASSERT_TRUE(info.has_value());
+  EXPECT_EQ(info->cpu_throttle_percentage, 40u);
+  auto none = ParseMigrationInfo({{"status", "active"}});
+  ASSERT_TRUE(none.has_value());
+  EXPECT_EQ(none->cpu_throttle_percentage, 0u);
+}
+
 TEST(ParseMigrationInfoTest, DestinationReplyHasOnlyAStatus) {
   auto info = ParseMigrationInfo({{"status", "active"}});
   ASSERT_TRUE(info.has_value());

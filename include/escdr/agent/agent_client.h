@@ -94,6 +94,15 @@ struct MigrateOutRequest {
   // QEMU max-bandwidth in bytes/s for this migration; 0 = QEMU's default
   // (128 MiB/s). The completion phase ignores it (QEMU's rule).
   std::uint64_t max_bandwidth = 0;
+  // QEMU's own upper bound for downtime-limit (2,000 s).
+  static constexpr std::uint32_t kMaxDowntimeLimitMs = 2000000;
+  // QEMU's downtime-limit in ms (the most the final stop-and-copy may take by
+  // QEMU's bandwidth estimate); 0 = QEMU's default (300 ms).
+  std::uint32_t downtime_limit_ms = 0;
+  // QEMU's auto-converge capability: when a guest dirties memory faster than
+  // the migration sends it, QEMU throttles the guest's vCPUs, more each
+  // round, until pre-copy converges. Off by default (it slows the guest).
+  bool auto_converge = false;
   std::chrono::seconds timeout{900};  // the whole migration
   // Elided pages the source may have in flight before the destination has
   // acknowledged them (SourceOptions::window_pages); 0 = the agent's default.
@@ -111,6 +120,9 @@ struct MigrateOutResult {
   std::int64_t qemu_downtime_ms = 0;    // ... and "downtime" (VM stopped to completion)
   std::uint64_t qemu_downtime_bytes = 0;  // ... "ram.downtime-bytes": RAM sent while stopped
   std::uint64_t qemu_rounds = 0;          // ... "ram.dirty-sync-count": pre-copy rounds
+  // The most auto-converge throttled the guest's vCPUs (percent, sampled with
+  // the progress events); 0 if it never did or was off.
+  std::uint64_t qemu_cpu_throttle_max = 0;
   std::string destination_host;
   std::string donor;                    // the donor the destination used; "" if none
   std::string note;                     // why nothing was saved, if so

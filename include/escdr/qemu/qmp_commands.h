@@ -35,6 +35,8 @@ struct MigrationInfo {
   std::int64_t downtime_ms = 0;           // guest stopped, once completed
   std::int64_t expected_downtime_ms = 0;  // estimate while active
   std::int64_t setup_time_ms = 0;
+  // How much auto-converge throttles the vCPUs now, in percent (0: not at all).
+  std::uint64_t cpu_throttle_percentage = 0;
 
   bool has_ram = false;          // whether the reply had a "ram" object
   std::uint64_t ram_transferred = 0;  // bytes of RAM records incl. headers
