@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# tools/sanitize-tests.sh [--build-only] [address|thread] [--modules M1,M2,...] [CTEST_ARG...]
+# tools/sanitize-tests.sh [--build-only] [address|thread] [--modules M1,M2,...]
+#                         [--also T1,T2,...] [CTEST_ARG...]
 #
 # Builds escdr with GCC and sanitizers (CMake option ESCDR_SANITIZE) and runs
 # its tests under them:
@@ -15,6 +16,8 @@
 # ThreadSanitizer stage for the session and agent code. --modules all builds
 # every unit-test binary (src/*/ and fuzz/) and nothing else. Either leaves
 # out the simulator's golden tests, which run the escdr binary.
+# --also escdr,migrate_itest builds those targets too (with --modules) or
+# only those (without): e.g. integration tests and the escdr binary they run.
 # --build-only stops after the build (CI builds the sanitizer trees while
 # the main suite runs, then runs this again to test).
 #
@@ -46,6 +49,12 @@ if [ $# -gt 0 ] && [ "$1" = --modules ]; then
   # The simulator's golden tests (label unit) run the escdr binary, which
   # --modules does not build: leave them out (a run without --modules has them).
   skip_cli_tests=1
+fi
+also=()
+if [ $# -gt 0 ] && [ "$1" = --also ]; then
+  [ $# -ge 2 ] || { echo "sanitize-tests.sh: --also needs a list, e.g. escdr,migrate_itest" >&2; exit 2; }
+  IFS=, read -r -a also <<<"$2"
+  shift 2
 fi
 case "$mode" in
   address) sanitize=address,undefined; build=${SANITIZE_BUILD_DIR:-build-asan} ;;
@@ -84,6 +93,14 @@ if [ ${#modules[@]} -gt 0 ]; then
   [ ${#targets[@]} -gt 0 ] || { echo "sanitize-tests.sh: no unit tests in ${modules[*]}" >&2; exit 2; }
   echo "sanitize-tests.sh: building ${#targets[@]} unit-test binaries"
 fi
+if [ ${#also[@]} -gt 0 ]; then
+  all_targets=$(ninja -C "$build" -t targets all)
+  for t in "${also[@]}"; do
+    grep -q "^$t: " <<<"$all_targets" || { echo "sanitize-tests.sh: no target $t" >&2; exit 2; }
+    targets+=("$t")
+  done
+  echo "sanitize-tests.sh: also building ${also[*]}"
+fi
 ninja -C "$build" -j "$jobs" "${targets[@]}"
 built=$(date +%s)
 if [ "$build_only" = 1 ]; then
@@ -91,9 +108,16 @@ if [ "$build_only" = 1 ]; then
   exit 0
 fi
 
-export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1:check_initialization_order=1}
-export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
-export TSAN_OPTIONS=${TSAN_OPTIONS:-halt_on_error=1:second_deadlock_stack=1}
+# Every sanitized process writes its reports to files in $reports: the
+# agents and CLIs that integration tests start too, whose stderr no test
+# reads and whose exit status after a report (a leak at exit, say) a test
+# may not see. Any report there fails the run below.
+reports=$root/$build/sanitizer-reports
+rm -rf "$reports"
+mkdir -p "$reports"
+export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1:check_initialization_order=1}:log_path=$reports/asan
+export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}:log_path=$reports/ubsan
+export TSAN_OPTIONS=${TSAN_OPTIONS:-halt_on_error=1:second_deadlock_stack=1}:log_path=$reports/tsan
 # Integration tests boot the test guest (tools/build-guest.sh).
 export ESCDR_GUEST_DIR=${ESCDR_GUEST_DIR:-$root/$build/guest}
 if [ -x tools/build-guest.sh ]; then
@@ -107,6 +131,14 @@ fi
 rc=0
 ctest --test-dir "$build" --output-on-failure --no-tests=error -j "$jobs" "${ctest_args[@]}" || rc=$?
 done_at=$(date +%s)
+if compgen -G "$reports/*" >/dev/null; then
+  for f in "$reports"/*; do
+    echo "sanitize-tests.sh: report $f:" >&2
+    head -n 60 "$f" >&2
+  done
+  echo "sanitize-tests.sh: $mode: $(ls "$reports" | wc -l) sanitizer report(s) in $reports" >&2
+  rc=1
+fi
 echo "sanitize-tests.sh: $mode: build $((built - start)) s, tests $((done_at - built)) s" \
      "(ctest ${ctest_args[*]}), exit $rc"
 exit "$rc"
