@@ -131,13 +131,23 @@ fi
 rc=0
 ctest --test-dir "$build" --output-on-failure --no-tests=error -j "$jobs" "${ctest_args[@]}" || rc=$?
 done_at=$(date +%s)
+# A report is an error, a leak or a race (ASan, LSan and TSan end each with
+# a SUMMARY line; UBSan's say "runtime error"). Other files hold warnings
+# only, e.g. ASan's "ignoring requested __asan_handle_no_return" from the
+# children GoogleTest's death tests clone() onto a stack of their own:
+# counted, not failed.
 if compgen -G "$reports/*" >/dev/null; then
-  for f in "$reports"/*; do
+  mapfile -t errors < <(grep -l -E 'SUMMARY: |runtime error:' "$reports"/* || true)
+  for f in "${errors[@]}"; do
     echo "sanitize-tests.sh: report $f:" >&2
     head -n 60 "$f" >&2
   done
-  echo "sanitize-tests.sh: $mode: $(ls "$reports" | wc -l) sanitizer report(s) in $reports" >&2
-  rc=1
+  warnings=$(( $(ls "$reports" | wc -l) - ${#errors[@]} ))
+  [ "$warnings" -eq 0 ] || echo "sanitize-tests.sh: $mode: $warnings file(s) of warnings only in $reports"
+  if [ ${#errors[@]} -gt 0 ]; then
+    echo "sanitize-tests.sh: $mode: ${#errors[@]} sanitizer report(s) in $reports" >&2
+    rc=1
+  fi
 fi
 echo "sanitize-tests.sh: $mode: build $((built - start)) s, tests $((done_at - built)) s" \
      "(ctest ${ctest_args[*]}), exit $rc"
