@@ -8,7 +8,7 @@ PACKAGES=(
   build-essential cmake ninja-build pkg-config
   # libraries
   libxxhash-dev libcli11-dev nlohmann-json3-dev libfmt-dev libspdlog-dev
-  libsqlite3-dev libpq-dev libpqxx-dev libssl-dev libzstd-dev libsimgrid-dev
+  libsqlite3-dev libpq-dev libpqxx-dev libssl-dev libzstd-dev liblz4-dev libsimgrid-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   # test guests and services
   qemu-system-x86 linux-image-amd64 busybox-static cpio

@@ -14,7 +14,9 @@
 
 #include "escdr/page/page.h"
 #include "escdr/sys/clock.h"
+#include "escdr/wire/codec.h"
 #include "escdr/wire/coding.h"
+#include "escdr/wire/dedup.h"
 #include "escdr/wire/frame_io.h"
 #include "escdr/wire/messages.h"
 #include "migrate/page_tag.h"
@@ -94,6 +96,8 @@ class DestinationSession::Impl {
   // for the PageRequests and Acks that the references themselves need).
   Status Step(const wire::FrameView& f, bool* from_peer);
   Status HandleRefs(std::span<const std::uint8_t> payload);
+  Status HandleDup(std::span<const std::uint8_t> payload);
+  Status HandlePacked(std::span<const std::uint8_t> payload, bool* from_peer);
   Status HandlePageResponse(std::span<const std::uint8_t> payload);
   Status Finish();
 
@@ -150,6 +154,10 @@ class DestinationSession::Impl {
   // the donor offers something.
   std::optional<migrate_internal::PageTagger> tagger_;
   std::uint64_t ack_every_ = 1;
+  // The wire codec (version 4): the rebuilt stream's recent history, which
+  // Dup entries copy from, and the decoder of Packed frames.
+  wire::StreamHistory history_;
+  wire::BatchUnpacker unpacker_;
 
   std::mutex conn_mu_;  // guards qemu_ against Cancel() while Run() installs it
   std::unique_ptr<wire::Connection> qemu_;
@@ -210,9 +218,22 @@ Status DestinationSession::Impl::Handshake() {
       if (!s.ok()) return fail(s, false);
     } else {
       if (f->type != FrameType::kPrepare) return fail(Unexpected(f->type, state), true);
-      auto prepare = wire::Prepare::Decode(f->payload);
+      auto prepare = wire::Prepare::Decode(f->payload, version_);
       if (!prepare.has_value()) return fail(prepare.error(), true);
       prepare_ = std::move(*prepare);
+      if (prepare_.dedup_pages > options_.max_dedup_pages) {
+        return fail(Status::ResourceExhausted(fmt::format(
+                        "the source asks for a dedup history of {} pages; this destination keeps "
+                        "at most {}",
+                        prepare_.dedup_pages, options_.max_dedup_pages)),
+                    true);
+      }
+      if (prepare_.dedup_pages > 0) {
+        auto history = wire::StreamHistory::Create(prepare_.dedup_pages);
+        if (!history.has_value()) return fail(history.error(), true);
+        history_ = std::move(*history);
+      }
+      report_.codec = prepare_.codec;
     }
   }
   state_ = State::kPrepared;
@@ -412,6 +433,15 @@ Status DestinationSession::Impl::Step(const wire::FrameView& f, bool* from_peer)
     case FrameType::kRefs:
       if (state != State::kStreaming) break;
       return HandleRefs(f.payload);
+    case FrameType::kDup:
+    case FrameType::kPacked:
+      if (version_ < 4) {
+        return Status::ProtocolError(fmt::format(
+            "{} frame not expected from a source speaking protocol version {}",
+            wire::FrameTypeName(f.type), version_));
+      }
+      if (state != State::kStreaming) break;
+      return f.type == FrameType::kDup ? HandleDup(f.payload) : HandlePacked(f.payload, from_peer);
     case FrameType::kPageResponse:
       if (state != State::kStreaming && state != State::kFinishing) break;
       return HandlePageResponse(f.payload);
@@ -458,9 +488,12 @@ Status DestinationSession::Impl::HandleRefs(std::span<const std::uint8_t> payloa
     refs_received_ = seq + 1;
     if (tagger_->Verify(seq, slot, e.tag)) {
       ++report_.pages_from_donor;
+      history_.Append(std::span<const std::uint8_t>(slot, kPageSize));
       continue;
     }
     CancelPageSlot();
+    // The page comes later; a source never names it in a Dup.
+    history_.Skip(kPageSize);
     ++report_.fallbacks;
     ESCDR_RETURN_IF_ERROR(writer_.WriteFrame(FrameType::kPageRequest, wire::PageRequest{seq}.Encode())
                               .WithContext("cannot request a page from the source"));
@@ -474,6 +507,44 @@ Status DestinationSession::Impl::HandleRefs(std::span<const std::uint8_t> payloa
     pending_.emplace(seq, &hole);
   }
   return Status::OK();
+}
+
+Status DestinationSession::Impl::HandleDup(std::span<const std::uint8_t> payload) {
+  if (!history_.enabled()) {
+    return Status::ProtocolError("Dup frame from a source that announced no dedup history");
+  }
+  ESCDR_ASSIGN_OR_RETURN(wire::DupView dups, wire::DupView::Parse(payload));
+  for (std::uint32_t k = 0; k < dups.count(); ++k) {
+    const wire::DupEntry e = dups.entry(k);
+    if (e.record_word != 0) {
+      std::uint8_t word[8];
+      wire::StoreBigEndian64(word, e.record_word);
+      ESCDR_RETURN_IF_ERROR(Emit(word));
+    }
+    ESCDR_ASSIGN_OR_RETURN(std::uint8_t* slot, PageSlot());
+    Status s = history_.CopyPage(e.stream_offset, e.check, slot);
+    if (!s.ok()) {
+      CancelPageSlot();
+      return s;
+    }
+    history_.Append(std::span<const std::uint8_t>(slot, kPageSize));
+    ++report_.pages_deduplicated;
+  }
+  return Status::OK();
+}
+
+Status DestinationSession::Impl::HandlePacked(std::span<const std::uint8_t> payload,
+                                             bool* from_peer) {
+  const auto cpu0 = ThreadCpuTime();
+  auto batch = unpacker_.Unpack(payload);
+  report_.codec_cpu_time += ThreadCpuTime() - cpu0;
+  if (!batch.has_value()) return batch.error();
+  wire::PackedFrames frames(*batch);
+  for (;;) {
+    ESCDR_ASSIGN_OR_RETURN(std::optional<wire::FrameView> f, frames.Next());
+    if (!f) return Status::OK();
+    ESCDR_RETURN_IF_ERROR(Step(*f, from_peer));
+  }
 }
 
 Status DestinationSession::Impl::HandlePageResponse(std::span<const std::uint8_t> payload) {
@@ -569,6 +640,7 @@ Status DestinationSession::Impl::HoldBytes(std::size_t n) {
 }
 
 Status DestinationSession::Impl::Emit(std::span<const std::uint8_t> bytes) {
+  history_.Append(bytes);
   if (!holding()) {
     if (bytes.size() >= kDirectWriteBytes) {
       ESCDR_RETURN_IF_ERROR(FlushStage());

@@ -2,6 +2,8 @@
 
 #include <fmt/format.h>
 
+#include "escdr/wire/codec.h"
+
 namespace escdr {
 namespace {
 
@@ -14,6 +16,10 @@ std::string Bytes(std::uint64_t n) {
 
 }  // namespace
 
+std::string MigrationReport::CodecLabel() const {
+  return wire::CodecSpec{static_cast<wire::Codec>(codec), codec_level}.ToString();
+}
+
 std::string MigrationReport::Summary() const {
   const std::uint64_t wire = wire_bytes_sent + wire_bytes_received;
   const double share = stream_bytes ? 100.0 * double(wire) / double(stream_bytes) : 0.0;
@@ -25,6 +31,11 @@ std::string MigrationReport::Summary() const {
       pages_by_content, pages_window_full, pages_from_donor, fallbacks, zero_records,
       available_entries, catalog_entries, total_time.count() / 1e6);
   if (downtime_measured) s += fmt::format(", downtime {:.1f} ms", downtime.count() / 1e3);
+  s += fmt::format(", deduplicated {} pages, codec {}", pages_deduplicated, CodecLabel());
+  if (codec_frame_bytes > 0) {
+    s += fmt::format(" ({} of frames sent as {}, {:.3f} CPU s)", Bytes(codec_frame_bytes),
+                     Bytes(codec_wire_bytes), codec_cpu_time.count() / 1e6);
+  }
   if (max_stream_in_flight > 0) {
     s += fmt::format(", peak in flight {}, budget waits {} ({:.3f} s)", Bytes(max_stream_in_flight),
                      budget_waits, budget_wait_time.count() / 1e6);

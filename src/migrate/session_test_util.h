@@ -8,6 +8,7 @@
 #ifndef ESCDR_MIGRATE_SESSION_TEST_UTIL_H_
 #define ESCDR_MIGRATE_SESSION_TEST_UTIL_H_
 
+#include <algorithm>
 #include <atomic>
 #include <cstdint>
 #include <cstring>
@@ -238,6 +239,48 @@ class FakeSourceQemu {
 struct DestinationQemuPace {
   std::size_t read_bytes = 1 << 16;
   std::function<void(std::uint64_t)> before_read;
+};
+
+// True if `got` is a prefix of `full`.
+inline bool IsPrefix(const std::vector<std::uint8_t>& got, const std::vector<std::uint8_t>& full) {
+  return got.size() <= full.size() && std::equal(got.begin(), got.end(), full.begin());
+}
+
+// Fault injection on the source agent's connection to the destination.
+class FaultyConnection : public wire::ConnectionWrapper {
+ public:
+  enum class Fault { kFlipByte, kCutConnection };
+  // The fault hits the write that carries byte `at` of the outgoing stream.
+  FaultyConnection(std::unique_ptr<wire::Connection> target, Fault fault, std::uint64_t at)
+      : ConnectionWrapper(std::move(target)), fault_(fault), at_(at) {}
+
+  Status WriteAllV(std::span<const std::span<const std::uint8_t>> parts,
+                   Deadline deadline) override {
+    std::vector<std::uint8_t> bytes;
+    for (const auto& p : parts) bytes.insert(bytes.end(), p.begin(), p.end());
+    const std::uint64_t before = written_;
+    written_ += bytes.size();
+    if (fired_ || written_ <= at_) return WriteAll(bytes, deadline);
+    fired_ = true;
+    if (fault_ == Fault::kFlipByte) {
+      bytes[at_ - before] ^= 0x20;
+      return WriteAll(bytes, deadline);
+    }
+    // Cut: write up to the byte, then the link dies.
+    Status s = ConnectionWrapper::WriteAll(std::span(bytes).first(at_ - before), deadline);
+    Shutdown();
+    return s.ok() ? Status::Unavailable("test cut the connection") : s;
+  }
+
+ private:
+  Status WriteAll(std::span<const std::uint8_t> data, Deadline deadline) {
+    std::span<const std::uint8_t> one[1] = {data};
+    return ConnectionWrapper::WriteAllV(one, deadline);
+  }
+  Fault fault_;
+  std::uint64_t at_;
+  std::uint64_t written_ = 0;
+  bool fired_ = false;
 };
 
 // Plays the destination QEMU: reads the stream; after its first read writes

@@ -15,10 +15,12 @@
 #include "escdr/page/page.h"
 #include "escdr/qemu/stream_parser.h"
 #include "escdr/sys/clock.h"
+#include "escdr/wire/codec.h"
 #include "escdr/wire/coding.h"
+#include "escdr/wire/dedup.h"
 #include "escdr/wire/frame_io.h"
 #include "escdr/wire/messages.h"
-#include "migrate/page_ring.h"
+#include "escdr/page/page_ring.h"
 #include "migrate/page_tag.h"
 #include "migrate/session_util.h"
 
@@ -67,9 +69,13 @@ class SourceSession::Impl final : public StreamVisitor {
         params_(std::move(params)),
         options_(options),
         writer_(peer_.get(), options.idle_timeout),
-        reader_(peer_.get(), "destination") {}
+        reader_(peer_.get(), "destination"),
+        version_(options.protocol_version) {
+    writer_.SetRateLimit(options.wire_rate);
+  }
 
   ~Impl() override {
+    if (packer_) packer_->Stop();
     if (back_.joinable()) back_.join();
   }
 
@@ -110,6 +116,15 @@ class SourceSession::Impl final : public StreamVisitor {
   void NotifyFlow();
   void CloseOpenFrame();
   Status FlushOut();
+  // Sends a PAGE payload that is not elided: as a Dup entry if its bytes
+  // are in the dedup history, in full (Data) otherwise.
+  // `offset` is the page's offset in its RAM block (its record header is
+  // `offset | PAGE | CONTINUE` when it continues the block).
+  Status SendPage(std::uint64_t offset, const std::uint8_t* data, const PageHash& hash);
+  // Opens a Refs or Dup frame for the next entry, folding the record's
+  // CONTINUE header (`word`) into the entry when it ends the open Data
+  // frame; returns the word folded (0: none).
+  std::uint64_t OpenEntryFrame(FrameType type, std::uint64_t word, std::uint64_t first_seq);
   void MaybeKeepalive();
   // Records the first failure, tells the destination (unless it reported it)
   // and ends the connections (HalfClose) so that every thread stops.
@@ -129,8 +144,13 @@ class SourceSession::Impl final : public StreamVisitor {
   SourceOptions options_;
   wire::FrameWriter writer_;
   wire::FrameReader reader_;
+  std::uint16_t version_;  // the protocol version both sides speak
   wire::Availability availability_;
   bool eliding_ = false;
+  // The wire codec (version 4): the dedup index and the compressing writer
+  // (null: frames go to writer_ as they are).
+  std::optional<wire::DedupIndex> dedup_;
+  std::unique_ptr<wire::PackedWriter> packer_;
   // Tags every elided page under the destination's key (version 3, §6).
   std::optional<migrate_internal::PageTagger> tagger_;
 
@@ -146,14 +166,14 @@ class SourceSession::Impl final : public StreamVisitor {
   // Forward path (Run's thread).
   wire::FrameBuffer out_;  // may reference chunk_ until FlushOut()
   std::span<const std::uint8_t> chunk_;  // the bytes being parsed
-  std::uint32_t refs_in_frame_ = 0;
+  std::uint32_t entries_in_frame_ = 0;  // of the open Refs or Dup frame
   std::vector<int> block_handles_;  // stream block -> StaticContent block handle
   MigrationReport report_;
   std::optional<MonotonicClock::time_point> ram_complete_at_;
 
   // The window of unacknowledged references (§6): slot seq % window_pages.
   std::mutex window_mu_;
-  migrate_internal::PageRing window_;
+  PageRing window_;
   std::uint64_t next_seq_ = 0;  // guarded by window_mu_
   std::uint64_t acked_ = 0;     // guarded by window_mu_
 
@@ -200,6 +220,11 @@ Status SourceSession::Impl::HandshakeSteps(bool* from_peer) {
   prepare.vm_name = params_.vm_name;
   prepare.kind = params_.kind;
   prepare.window_pages = options_.window_pages;
+  const bool codec = version_ >= 4;
+  if (codec) {
+    prepare.dedup_pages = options_.dedup_pages;
+    prepare.codec = static_cast<std::uint8_t>(options_.codec.codec);
+  }
   if (content_ != nullptr) {
     prepare.catalog_checksum = content_->checksum();
     prepare.catalog_entries = content_->size();
@@ -207,8 +232,8 @@ Status SourceSession::Impl::HandshakeSteps(bool* from_peer) {
   ESCDR_RETURN_IF_ERROR(prepare.Validate());
 
   wire::FrameBuffer b;
-  b.Append(FrameType::kHello, wire::Hello{wire::kProtocolVersion, wire::Role::kSource}.Encode());
-  b.Append(FrameType::kPrepare, prepare.Encode());
+  b.Append(FrameType::kHello, wire::Hello{version_, wire::Role::kSource}.Encode());
+  b.Append(FrameType::kPrepare, prepare.Encode(version_));
   ESCDR_RETURN_IF_ERROR(writer_.Write(b));
 
   for (State state : {State::kAwaitHello, State::kAwaitAvailability}) {
@@ -222,15 +247,15 @@ Status SourceSession::Impl::HandshakeSteps(bool* from_peer) {
       if (h.role != wire::Role::kDestination) {
         return Status::ProtocolError("the destination's Hello does not have the destination role");
       }
-      if (h.version != wire::kProtocolVersion) {
+      if (h.version != version_) {
         return Status::VersionMismatch(fmt::format(
             "the destination answered protocol version {} to version {}, which this agent "
             "requires",
-            h.version, wire::kProtocolVersion));
+            h.version, version_));
       }
     } else {
       if (f.type != FrameType::kAvailability) return Unexpected(f.type, state);
-      ESCDR_ASSIGN_OR_RETURN(availability_, wire::Availability::Decode(f.payload));
+      ESCDR_ASSIGN_OR_RETURN(availability_, wire::Availability::Decode(f.payload, version_));
       if (availability_.catalog_entries != prepare.catalog_entries) {
         return Status::ProtocolError(fmt::format(
             "the destination's Availability covers {} catalog entries, Prepare announced {}",
@@ -244,8 +269,18 @@ Status SourceSession::Impl::HandshakeSteps(bool* from_peer) {
   report_.available_entries = availability_.available_count();
   if (eliding_) {
     // Set up now, before QEMU starts sending (see page_ring.h).
-    ESCDR_ASSIGN_OR_RETURN(window_, migrate_internal::PageRing::Create(options_.window_pages));
+    ESCDR_ASSIGN_OR_RETURN(window_, PageRing::Create(options_.window_pages));
     ESCDR_ASSIGN_OR_RETURN(tagger_, migrate_internal::PageTagger::Create(availability_.key));
+  }
+  if (codec && options_.dedup_pages > 0) {
+    ESCDR_ASSIGN_OR_RETURN(dedup_, wire::DedupIndex::Create(options_.dedup_pages));
+  }
+  if (codec && options_.codec.codec != wire::Codec::kNone) {
+    packer_ = std::make_unique<wire::PackedWriter>(&writer_, options_.codec, options_.codec_threads);
+  }
+  if (codec) {
+    report_.codec = static_cast<std::uint8_t>(options_.codec.codec);
+    report_.codec_level = options_.codec.level;
   }
   return Status::OK();
 }
@@ -270,6 +305,7 @@ void SourceSession::Impl::Fail(Status s, bool tell_peer) {
   if (!failure_.Set(s)) return;
   state_ = State::kAborted;
   NotifyFlow();
+  if (packer_) packer_->Stop();
   if (tell_peer) {
     (void)writer_.TryWriteFrame(FrameType::kError, wire::EncodeError(s), kBestEffortWrite);
   }
@@ -285,6 +321,7 @@ void SourceSession::Impl::Cancel(const std::string& reason) {
   if (!failure_.Set(s)) return;
   state_ = State::kAborted;
   NotifyFlow();
+  if (packer_) packer_->Stop();
   (void)writer_.TryWriteFrame(FrameType::kAbort, wire::EncodeAbort(reason), kBestEffortWrite);
   HalfClose();
 }
@@ -328,6 +365,13 @@ Result<MigrationReport> SourceSession::Impl::Run(std::unique_ptr<wire::Connectio
   r.return_path_bytes = return_path_bytes_;
   r.wire_bytes_sent = writer_.bytes_written();
   r.wire_bytes_received = reader_.bytes_read();
+  if (packer_) {
+    const wire::CodecStats c = packer_->stats();
+    r.codec_frame_bytes = c.frame_bytes;
+    r.codec_wire_bytes = c.wire_bytes;
+    r.codec_cpu_time = std::chrono::microseconds(c.cpu_micros);
+  }
+  r.wire_pacing_time = std::chrono::microseconds(writer_.paced_micros());
   r.total_time = std::chrono::duration_cast<std::chrono::microseconds>(end - start);
   if (ram_complete_at_) {
     auto until = shut_at_.value_or(end);
@@ -443,6 +487,8 @@ void SourceSession::Impl::ForwardLoop() {
     return;
   }
   s = FlushOut();
+  // Every batch is on the wire before End.
+  if (s.ok() && packer_) s = packer_->Flush();
   if (s.ok()) {
     wire::EndSummary end;
     end.stream_bytes = report_.stream_bytes;
@@ -466,12 +512,13 @@ void SourceSession::Impl::ForwardLoop() {
 
 void SourceSession::Impl::CloseOpenFrame() {
   if (!out_.frame_open()) return;
-  if (out_.open_type() == FrameType::kRefs) {
-    // Patch the entry count into the Refs header (offset 8 of the payload).
+  if (out_.open_type() == FrameType::kRefs || out_.open_type() == FrameType::kDup) {
+    // Patch the entry count into the header: offset 8 of a Refs payload,
+    // offset 0 of a Dup payload.
     std::uint8_t count[4];
-    wire::StoreFixed32(count, refs_in_frame_);
-    out_.PatchPayload(8, count);
-    refs_in_frame_ = 0;
+    wire::StoreFixed32(count, entries_in_frame_);
+    out_.PatchPayload(out_.open_type() == FrameType::kRefs ? 8 : 0, count);
+    entries_in_frame_ = 0;
   }
   out_.End(/*drop_if_empty=*/true);
 }
@@ -479,7 +526,7 @@ void SourceSession::Impl::CloseOpenFrame() {
 Status SourceSession::Impl::FlushOut() {
   CloseOpenFrame();
   if (out_.empty()) return Status::OK();
-  Status s = writer_.Write(out_);
+  Status s = packer_ ? packer_->Write(out_) : writer_.Write(out_);
   out_.Clear();
   return s;
 }
@@ -516,11 +563,15 @@ Status SourceSession::Impl::OnPage(std::uint32_t block, std::uint64_t offset,
                                    const std::uint8_t* data) {
   ++report_.page_records;
   const std::span<const std::uint8_t> page(data, kPageSize);
-  if (!eliding_) return OnBytes(page);
-  // From here the page is either sent through OnBytes (which counts it) or
+  if (!eliding_ && !dedup_) return OnBytes(page);
+  const PageHash hash = HashPage(data);
+  if (!eliding_) return SendPage(offset, data, hash);
+  // From here the page is either sent by SendPage (which counts it) or
   // elided (counted below).
-  const std::uint32_t index = content_->Find(HashPage(data));
-  if (index == kNoContent || !wire::BitmapTest(availability_.bitmap, index)) return OnBytes(page);
+  const std::uint32_t index = content_->Find(hash);
+  if (index == kNoContent || !wire::BitmapTest(availability_.bitmap, index)) {
+    return SendPage(offset, data, hash);
+  }
 
   std::uint64_t seq = 0;
   bool window_full = false;
@@ -536,7 +587,7 @@ Status SourceSession::Impl::OnPage(std::uint32_t block, std::uint64_t offset,
   if (window_full) {
     // Never block the stream on an Ack (wire-protocol §6): send it in full.
     ++report_.pages_window_full;
-    return OnBytes(page);
+    return SendPage(offset, data, hash);
   }
   CountReported(kPageSize);
   const int handle = block < block_handles_.size() ? block_handles_[block] : -1;
@@ -546,32 +597,65 @@ Status SourceSession::Impl::OnPage(std::uint32_t block, std::uint64_t offset,
     ++report_.pages_by_content;
   }
 
-  // Fold the record's 8-byte CONTINUE header into the reference when it is
-  // the last thing in the open Data frame (wire-protocol §3.5). Even if those
-  // bytes were not this record's header, the destination writes the same 8
-  // bytes back in the same place, so the stream stays byte-identical.
   wire::RefEntry entry{0, index, {}};
   // The tag is of the source's own page, under the destination's key: the
   // donor's copy must match this page, not merely its XXH3 (§6).
   ESCDR_ASSIGN_OR_RETURN(entry.tag, tagger_->Tag(seq, data));
-  const std::uint64_t word = offset | wire::kPageContinueFlags;
+  entry.record_word = OpenEntryFrame(FrameType::kRefs, offset | wire::kPageContinueFlags, seq);
+  wire::StoreRefEntry(out_.ExtendPayload(wire::RefEntrySize(version_)), entry, version_);
+  if (++entries_in_frame_ == wire::kMaxRefsPerFrame) CloseOpenFrame();
+  return Status::OK();
+}
+
+Status SourceSession::Impl::SendPage(std::uint64_t offset, const std::uint8_t* data,
+                                     const PageHash& hash) {
+  const std::span<const std::uint8_t> page(data, kPageSize);
+  if (!dedup_) return OnBytes(page);
+  // Every byte before this payload has been reported: this is its offset.
+  const std::uint64_t position = reported_bytes_;
+  const std::uint64_t key = wire::DedupKey(hash);
+  const std::optional<std::uint64_t> earlier = dedup_->Find(key, data, position);
+  // Either way the destination now holds these bytes at `position`, the
+  // newest place a later duplicate can name.
+  dedup_->Insert(key, data, position);
+  if (!earlier) return OnBytes(page);
+  CountReported(kPageSize);
+  ++report_.pages_deduplicated;
+  wire::DupEntry entry{0, *earlier, key};
+  entry.record_word = OpenEntryFrame(FrameType::kDup, offset | wire::kPageContinueFlags, 0);
+  wire::StoreDupEntry(out_.ExtendPayload(wire::kDupEntrySize), entry);
+  if (++entries_in_frame_ == wire::kMaxDupsPerFrame) CloseOpenFrame();
+  return Status::OK();
+}
+
+std::uint64_t SourceSession::Impl::OpenEntryFrame(FrameType type, std::uint64_t word,
+                                                  std::uint64_t first_seq) {
+  // Fold the record's 8-byte CONTINUE header into the entry when it is the
+  // last thing in the open Data frame (wire-protocol §3.5). Even if those
+  // bytes were not this record's header, the destination writes the same 8
+  // bytes back in the same place, so the stream stays byte-identical.
+  std::uint64_t folded = 0;
   std::uint8_t tail[8];
-  if (out_.frame_open() && out_.open_type() == FrameType::kData &&
+  if (word != 0 && out_.frame_open() && out_.open_type() == FrameType::kData &&
       out_.CopyPayloadTail(tail, sizeof(tail)) && wire::LoadBigEndian64(tail) == word) {
     out_.TrimPayload(8);
-    entry.record_word = word;
+    folded = word;
   }
-  if (out_.frame_open() && out_.open_type() != FrameType::kRefs) CloseOpenFrame();
+  if (out_.frame_open() && out_.open_type() != type) CloseOpenFrame();
   if (!out_.frame_open()) {
-    out_.Begin(FrameType::kRefs);
-    std::uint8_t* h = out_.ExtendPayload(wire::kRefsFixedSize);
-    wire::StoreFixed64(h, seq);
-    wire::StoreFixed32(h + 8, 0);  // count, patched by CloseOpenFrame
-    wire::StoreFixed32(h + 12, 0);
+    out_.Begin(type);
+    if (type == FrameType::kRefs) {
+      std::uint8_t* h = out_.ExtendPayload(wire::kRefsFixedSize);
+      wire::StoreFixed64(h, first_seq);
+      wire::StoreFixed32(h + 8, 0);  // count, patched by CloseOpenFrame
+      wire::StoreFixed32(h + 12, 0);
+    } else {
+      std::uint8_t* h = out_.ExtendPayload(wire::kDupFixedSize);
+      wire::StoreFixed32(h, 0);  // count, patched by CloseOpenFrame
+      wire::StoreFixed32(h + 4, 0);
+    }
   }
-  wire::StoreRefEntry(out_.ExtendPayload(wire::kRefEntrySize), entry);
-  if (++refs_in_frame_ == wire::kMaxRefsPerFrame) CloseOpenFrame();
-  return Status::OK();
+  return folded;
 }
 
 // ---- frames from the destination ----
@@ -619,7 +703,7 @@ Status SourceSession::Impl::Step(const wire::FrameView& f, bool* from_peer) {
     }
     case FrameType::kAck: {
       if (state != State::kStreaming && state != State::kAwaitResult) break;
-      ESCDR_ASSIGN_OR_RETURN(wire::Ack ack, wire::Ack::Decode(f.payload));
+      ESCDR_ASSIGN_OR_RETURN(wire::Ack ack, wire::Ack::Decode(f.payload, version_));
       {
         std::lock_guard<std::mutex> lock(window_mu_);
         if (ack.next_seq < acked_ || ack.next_seq > next_seq_) {
@@ -692,6 +776,17 @@ Result<std::unique_ptr<SourceSession>> SourceSession::Connect(
     return Err(Status::InvalidArgument(fmt::format("max_data_frame {} is outside [{}, {}]",
                                                    options.max_data_frame, kPageSize,
                                                    wire::kMaxDataPayload)));
+  }
+  if (options.protocol_version < 3 || options.protocol_version > wire::kProtocolVersion) {
+    return Err(Status::InvalidArgument(fmt::format(
+        "protocol_version {} is not one this agent can speak as a source (3 or {})",
+        options.protocol_version, wire::kProtocolVersion)));
+  }
+  if (options.dedup_pages > wire::kMaxDedupPages || options.codec_threads < 1 ||
+      options.codec_threads > 64) {
+    return Err(Status::InvalidArgument(fmt::format(
+        "dedup_pages {} must be at most {} and codec_threads {} within 1..64",
+        options.dedup_pages, wire::kMaxDedupPages, options.codec_threads)));
   }
   if (options.qemu_read_chunk == 0 || options.window_pages > wire::kMaxWindowPages) {
     return Err(Status::InvalidArgument(fmt::format(

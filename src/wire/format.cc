@@ -22,6 +22,8 @@ bool IsKnownFrameType(std::uint16_t type) {
     case FrameType::kResult:
     case FrameType::kError:
     case FrameType::kAbort:
+    case FrameType::kDup:
+    case FrameType::kPacked:
     case FrameType::kKeepalive:
       return true;
     case FrameType::kInvalid:
@@ -46,6 +48,8 @@ std::string FrameTypeName(std::uint16_t type) {
     case FrameType::kResult: return "Result";
     case FrameType::kError: return "Error";
     case FrameType::kAbort: return "Abort";
+    case FrameType::kDup: return "Dup";
+    case FrameType::kPacked: return "Packed";
     case FrameType::kKeepalive: return "Keepalive";
   }
   return fmt::format("type {:#06x}", type);
@@ -67,6 +71,8 @@ std::size_t MaxPayloadLength(std::uint16_t type) {
     case FrameType::kResult: return kResultPayloadSize;
     case FrameType::kError: return 4 + kMaxMessageLength;
     case FrameType::kAbort: return 2 + kMaxMessageLength;
+    case FrameType::kDup: return kDupFixedSize + kDupEntrySize * kMaxDupsPerFrame;
+    case FrameType::kPacked: return kMaxPackedPayload;
     case FrameType::kKeepalive: return 0;
   }
   return IsOptionalFrameType(type) ? kMaxUnknownOptionalPayload : 0;

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cassert>
 #include <cstring>
+#include <thread>
 
 #include <fmt/format.h>
 
@@ -188,11 +189,38 @@ Status FrameWriter::WriteLocked(std::span<const std::uint8_t> bytes, std::uint64
   return Status::OK();
 }
 
+void FrameWriter::PaceLocked(std::size_t n) {
+  const std::uint64_t rate = rate_.load();
+  if (rate == 0) return;
+  const auto now = MonotonicClock::now();
+  // Unused credit is kept for at most a 20 ms burst.
+  const auto burst = std::chrono::milliseconds(20);
+  if (paced_until_ < now - burst) paced_until_ = now - burst;
+  const auto wait = paced_until_ - now;
+  paced_until_ += std::chrono::nanoseconds(
+      static_cast<std::int64_t>(static_cast<double>(n) * 1e9 / static_cast<double>(rate)));
+  if (wait > MonotonicClock::duration::zero()) {
+    std::this_thread::sleep_for(wait);
+    paced_micros_.fetch_add(
+        static_cast<std::uint64_t>(
+            std::chrono::duration_cast<std::chrono::microseconds>(wait).count()),
+        std::memory_order_relaxed);
+  }
+}
+
+Status FrameWriter::WriteEncoded(std::span<const std::uint8_t> bytes, std::uint64_t frames) {
+  if (bytes.empty()) return Status::OK();
+  std::lock_guard<std::mutex> lock(mu_);
+  PaceLocked(bytes.size());
+  return WriteLocked(bytes, frames, Deadline::After(timeout_));
+}
+
 Status FrameWriter::Write(const FrameBuffer& buffer) {
   if (buffer.empty()) return Status::OK();
   std::vector<std::span<const std::uint8_t>> segments;
   buffer.Segments(&segments);
   std::lock_guard<std::mutex> lock(mu_);
+  PaceLocked(buffer.size());
   Status s = conn_->WriteAllV(segments, Deadline::After(timeout_));
   if (!s.ok()) return s;
   bytes_.fetch_add(buffer.size(), std::memory_order_relaxed);
@@ -205,6 +233,7 @@ Status FrameWriter::WriteFrame(FrameType type, std::span<const std::uint8_t> pay
   FrameBuffer b;
   b.Append(type, payload);
   std::lock_guard<std::mutex> lock(mu_);
+  PaceLocked(b.size());
   return WriteLocked(b.bytes(), 1, Deadline::After(timeout_));
 }
 

@@ -87,10 +87,14 @@ Status Prepare::Validate() const {
   ESCDR_RETURN_IF_ERROR(CheckKindField("os_version", kind.os_version));
   ESCDR_RETURN_IF_ERROR(CheckKindField("hypervisor", kind.hypervisor));
   ESCDR_RETURN_IF_ERROR(CheckKindField("hypervisor_version", kind.hypervisor_version));
+  if (dedup_pages > kMaxDedupPages) {
+    return Status::InvalidArgument(fmt::format("Prepare dedup_pages {} exceeds the limit {}",
+                                               dedup_pages, kMaxDedupPages));
+  }
   return Status::OK();
 }
 
-std::vector<std::uint8_t> Prepare::Encode() const {
+std::vector<std::uint8_t> Prepare::Encode(std::uint16_t version) const {
   std::vector<std::uint8_t> out;
   PutFixed64(&out, migration_id);
   PutFixed64(&out, catalog_checksum);
@@ -101,10 +105,16 @@ std::vector<std::uint8_t> Prepare::Encode() const {
   PutString16(&out, kind.os_version);
   PutString16(&out, kind.hypervisor);
   PutString16(&out, kind.hypervisor_version);
+  if (version >= 4) {
+    PutFixed32(&out, dedup_pages);
+    PutFixed8(&out, codec);
+    PutFixed8(&out, 0);
+    PutFixed16(&out, 0);
+  }
   return out;
 }
 
-Result<Prepare> Prepare::Decode(std::span<const std::uint8_t> payload) {
+Result<Prepare> Prepare::Decode(std::span<const std::uint8_t> payload, std::uint16_t version) {
   ByteReader r(payload, "Prepare payload");
   Prepare p;
   ESCDR_ASSIGN_OR_RETURN(p.migration_id, r.GetFixed64("migration_id"));
@@ -117,6 +127,14 @@ Result<Prepare> Prepare::Decode(std::span<const std::uint8_t> payload) {
   ESCDR_ASSIGN_OR_RETURN(p.kind.hypervisor, r.GetString16("hypervisor", 1, kMaxKindFieldLength));
   ESCDR_ASSIGN_OR_RETURN(p.kind.hypervisor_version,
                          r.GetString16("hypervisor_version", 1, kMaxKindFieldLength));
+  if (version >= 4) {
+    ESCDR_ASSIGN_OR_RETURN(p.dedup_pages, r.GetFixed32("dedup_pages"));
+    ESCDR_ASSIGN_OR_RETURN(p.codec, r.GetFixed8("codec"));
+    ESCDR_ASSIGN_OR_RETURN(std::uint8_t reserved8, r.GetFixed8("reserved"));
+    ESCDR_ASSIGN_OR_RETURN(std::uint16_t reserved16, r.GetFixed16("reserved"));
+    (void)reserved8;  // reserved: 0 on write, ignored on read
+    (void)reserved16;
+  }
   ESCDR_RETURN_IF_ERROR(r.ExpectEnd());
   if (Status s = p.Validate(); !s.ok()) return Err(Status::ProtocolError(s.message()));
   return p;
@@ -269,6 +287,47 @@ RefEntry RefsView::entry(std::uint32_t k) const {
   RefEntry e{LoadFixed64(p), LoadFixed32(p + 8), {}};
   if (entry_size_ == kRefEntrySize) std::memcpy(e.tag.data(), p + kRefEntrySizeV2, kPageTagSize);
   return e;
+}
+
+// ---- Dup ----
+
+void StoreDupEntry(std::uint8_t* out, const DupEntry& entry) {
+  StoreFixed64(out, entry.record_word);
+  StoreFixed64(out + 8, entry.stream_offset);
+  StoreFixed64(out + 16, entry.check);
+}
+
+Result<DupView> DupView::Parse(std::span<const std::uint8_t> payload) {
+  if (payload.size() < kDupFixedSize) {
+    return Err(Status::ProtocolError(fmt::format(
+        "Dup payload of {} bytes is shorter than its {}-byte header", payload.size(),
+        kDupFixedSize)));
+  }
+  DupView v;
+  v.count_ = LoadFixed32(payload.data());
+  if (v.count_ == 0 || v.count_ > kMaxDupsPerFrame) {
+    return Err(Status::ProtocolError(
+        fmt::format("Dup count {} is outside 1..{}", v.count_, kMaxDupsPerFrame)));
+  }
+  if (payload.size() != kDupFixedSize + std::size_t{v.count_} * kDupEntrySize) {
+    return Err(Status::ProtocolError(
+        fmt::format("Dup payload of {} bytes does not hold exactly {} entries of {} bytes",
+                    payload.size(), v.count_, kDupEntrySize)));
+  }
+  v.entries_ = payload.subspan(kDupFixedSize);
+  for (std::uint32_t k = 0; k < v.count_; ++k) {
+    std::uint64_t word = LoadFixed64(v.entries_.data() + std::size_t{k} * kDupEntrySize);
+    if (word != 0 && (word & kRecordFlagsMask) != kPageContinueFlags) {
+      return Err(Status::ProtocolError(fmt::format(
+          "Dup entry {} has record word {:#x}, not a PAGE|CONTINUE record", k, word)));
+    }
+  }
+  return v;
+}
+
+DupEntry DupView::entry(std::uint32_t k) const {
+  const std::uint8_t* p = entries_.data() + std::size_t{k} * kDupEntrySize;
+  return DupEntry{LoadFixed64(p), LoadFixed64(p + 8), LoadFixed64(p + 16)};
 }
 
 // ---- PageRequest / PageResponse / Ack ----

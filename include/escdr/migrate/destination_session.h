@@ -9,7 +9,11 @@
 // copy of the donor page whose keyed tag equals the one the source computed
 // over its own page, or, if it does not (the donor changed the page, or
 // crafted one that collides with the catalog hash), the page fetched from the
-// source (PageRequest). A version 2 source is offered nothing: it cannot tag. It relays the destination QEMU's
+// source (PageRequest); each Dup entry (version 4) as its record word and
+// the page copied from the stream it already rebuilt (a bounded history,
+// checked against the source's key of the page); each Packed frame (version
+// 4) as the frames it decodes to, after its declared size was checked
+// against the cap. A version 2 source is offered nothing: it cannot tag. It relays the destination QEMU's
 // return path back, acknowledges references, and ends after the source's End
 // once the destination QEMU closed its socket (it consumed the stream):
 // then it sends Result.
@@ -57,6 +61,11 @@ struct DestinationOptions {
   // After End, how long the destination QEMU may take to close its socket.
   // Default 60 s.
   std::chrono::milliseconds qemu_finish_timeout{60000};
+  // The largest dedup history (protocol version 4) a source may ask for, in
+  // pages; the destination keeps that many pages of the rebuilt stream. A
+  // source that asks for more is refused (ResourceExhausted). Default
+  // 65536 = 256 MiB.
+  std::uint32_t max_dedup_pages = 65536;
 };
 
 class DestinationSession {

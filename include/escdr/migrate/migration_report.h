@@ -48,6 +48,25 @@ struct MigrationReport {
   // source's window of unacknowledged references was full.
   std::uint64_t pages_window_full = 0;
 
+  // ---- the wire codec (protocol version 4) ----
+  // PAGE payloads sent as a Dup entry (in-migration dedup): their bytes were
+  // sent earlier in this migration and the destination copied them from its
+  // history. Counted by each side for itself.
+  std::uint64_t pages_deduplicated = 0;
+  // The source's codec, a wire::Codec value (0: none, also for version 3),
+  // and its level (zstd); CodecLabel() names them ("zstd:1").
+  std::uint8_t codec = 0;
+  std::int32_t codec_level = 0;
+  // Source only: bytes of the frames handed to the compressor, and the bytes
+  // written for them (Packed frames, or the frames where packing did not
+  // make them smaller); the compression ratio of what still travels.
+  std::uint64_t codec_frame_bytes = 0;
+  std::uint64_t codec_wire_bytes = 0;
+  // CPU time spent compressing (source) or decompressing (destination).
+  std::chrono::microseconds codec_cpu_time{0};
+  // Source only: time the writers waited for the wire-side rate cap.
+  std::chrono::microseconds wire_pacing_time{0};
+
   // ---- the destination's copy ----
   // References written from a verified donor copy.
   std::uint64_t pages_from_donor = 0;
@@ -100,6 +119,8 @@ struct MigrationReport {
   std::uint64_t bytes_saved_by_position() const { return pages_by_position * kPageSize; }
   std::uint64_t bytes_saved_by_content() const { return pages_by_content * kPageSize; }
   std::uint64_t pages_elided() const { return pages_by_position + pages_by_content; }
+  // "none", "lz4", "zstd:1".
+  std::string CodecLabel() const;
 
   // One line for logs: "stream 1.0 GiB, wire 120.3 MiB (11.7%), elided 230000
   // pages (position 200000, content 30000), fallbacks 0, ...".

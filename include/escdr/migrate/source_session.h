@@ -38,6 +38,7 @@
 #include "escdr/base/vm_kind.h"
 #include "escdr/migrate/migration_report.h"
 #include "escdr/migrate/static_content.h"
+#include "escdr/wire/codec.h"
 #include "escdr/wire/connection.h"
 
 namespace escdr {
@@ -71,6 +72,23 @@ struct SourceOptions {
   std::chrono::milliseconds prepare_timeout{300000};
   // A Keepalive is sent after this long without writing. Default 5 s.
   std::chrono::milliseconds keepalive_interval{5000};
+
+  // ---- the wire codec (protocol version 4, wire-protocol §3.13, §3.14) ----
+  // The version announced in Hello: kProtocolVersion, or 3 to speak to a
+  // version 3 destination (no codec: the three settings below are ignored).
+  std::uint16_t protocol_version = wire::kProtocolVersion;
+  // Compression of the frames sent for each read from the source QEMU.
+  wire::CodecSpec codec;
+  // Threads that compress (1: the forwarding thread itself).
+  int codec_threads = 2;
+  // The in-migration dedup history, in pages, on both sides (each side keeps
+  // this many pages of memory): a page whose bytes were sent within the last
+  // dedup_pages * 4 KiB of the stream travels as a Dup entry. Default 16384
+  // = 64 MiB. 0 turns dedup off.
+  std::uint32_t dedup_pages = 16384;
+  // Bytes per second on the connection to the destination, all frames
+  // counted (the wire-side rate cap, wire-protocol §6); 0 = no limit.
+  std::uint64_t wire_rate = 0;
 };
 
 // What the source announces in Prepare besides the catalog.

@@ -12,6 +12,7 @@
 
 #include <chrono>
 #include <climits>
+#include <ctime>
 
 namespace escdr {
 
@@ -58,6 +59,15 @@ class Deadline {
 // Seconds elapsed since `start`, as a double (for reports and log lines).
 inline double SecondsSince(MonotonicClock::time_point start) {
   return std::chrono::duration<double>(MonotonicClock::now() - start).count();
+}
+
+// CPU time the calling thread has used so far (CLOCK_THREAD_CPUTIME_ID), for
+// the CPU figures of reports.
+inline std::chrono::microseconds ThreadCpuTime() {
+  timespec ts{};
+  ::clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+  return std::chrono::seconds(ts.tv_sec) +
+         std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::nanoseconds(ts.tv_nsec));
 }
 
 }  // namespace escdr

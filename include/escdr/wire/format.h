@@ -26,8 +26,10 @@ inline constexpr std::uint64_t kHelloMagic = 0x5249575244435345ull;
 // §7: the version this build speaks; it also accepts kProtocolVersion - 1.
 // Version 2 added the Ack's delivered_bytes (§3.7) and the source's stream
 // budget (§6); version 3 the donor key in Availability (§3.3) and a keyed
-// page tag in every reference (§3.5, §6).
-inline constexpr std::uint16_t kProtocolVersion = 3;
+// page tag in every reference (§3.5, §6); version 4 the wire codec: the
+// Prepare's codec fields (§3.2), Dup frames (in-migration dedup, §3.13) and
+// Packed frames (compressed batches of frames, §3.14).
+inline constexpr std::uint16_t kProtocolVersion = 4;
 
 inline constexpr std::size_t kFrameHeaderSize = 16;
 inline constexpr std::uint16_t kOptionalFrameBit = 0x8000;
@@ -48,6 +50,8 @@ enum class FrameType : std::uint16_t {
   kResult = 0x000B,
   kError = 0x000C,
   kAbort = 0x000D,
+  kDup = 0x000E,     // version 4
+  kPacked = 0x000F,  // version 4
   kKeepalive = 0x8001,
 };
 
@@ -77,6 +81,19 @@ inline constexpr std::size_t RefEntrySize(std::uint16_t version) {
   return version < 3 ? kRefEntrySizeV2 : kRefEntrySize;
 }
 inline constexpr std::uint32_t kMaxRefsPerFrame = 8192;
+// §3.13 (version 4): Dup frames, {u32 count, u32 reserved} then entries
+// {u64 record_word, u64 stream_offset, u64 check}.
+inline constexpr std::size_t kDupFixedSize = 8;
+inline constexpr std::size_t kDupEntrySize = 24;
+inline constexpr std::uint32_t kMaxDupsPerFrame = 8192;
+// §3.14 (version 4): Packed frames, {u8 codec, u8 reserved, u16 reserved,
+// u32 decoded_size} then the encoded batch. The decoded batch is a sequence
+// of whole Data, Refs and Dup frames of at most kMaxPackedDecoded bytes.
+inline constexpr std::size_t kPackedFixedSize = 8;
+inline constexpr std::size_t kMaxPackedDecoded = 8u << 20;
+inline constexpr std::size_t kMaxPackedPayload = kPackedFixedSize + kMaxPackedDecoded + (64u << 10);
+// §3.2 (version 4): the source's dedup history, in pages, at most 1 GiB.
+inline constexpr std::uint32_t kMaxDedupPages = 1u << 18;
 inline constexpr std::size_t kPageResponsePayloadSize = 8 + 4096;
 // §3.7: {next_seq, delivered_bytes}; version 1 had next_seq only.
 inline constexpr std::size_t kAckPayloadSize = 16;

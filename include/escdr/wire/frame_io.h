@@ -112,11 +112,21 @@ class FrameWriter {
   Status Write(const FrameBuffer& buffer);
   // Writes one frame.
   Status WriteFrame(FrameType type, std::span<const std::uint8_t> payload);
+  // Writes `frames` whole frames already encoded in `bytes` (a batch built
+  // elsewhere, e.g. by the codec's workers).
+  Status WriteEncoded(std::span<const std::uint8_t> bytes, std::uint64_t frames);
   // Writes one frame only if no other thread is writing right now; returns
   // false (and writes nothing) if the writer is busy. For best-effort Abort
-  // and Error frames from a thread that must not block.
+  // and Error frames from a thread that must not block (not paced).
   bool TryWriteFrame(FrameType type, std::span<const std::uint8_t> payload,
                      std::chrono::milliseconds timeout);
+
+  // Paces every later write so that the bytes written average at most
+  // `bytes_per_s` (0: no limit), with bursts of up to 20 ms of it: the
+  // wire-side rate cap of a migration (wire-protocol §6). Writers wait
+  // before writing; the wait counts in `paced_micros`.
+  void SetRateLimit(std::uint64_t bytes_per_s) { rate_.store(bytes_per_s); }
+  std::uint64_t paced_micros() const { return paced_micros_.load(std::memory_order_relaxed); }
 
   // Frames and bytes (headers included) written so far.
   std::uint64_t bytes_written() const { return bytes_.load(std::memory_order_relaxed); }
@@ -126,10 +136,15 @@ class FrameWriter {
 
  private:
   Status WriteLocked(std::span<const std::uint8_t> bytes, std::uint64_t frames, Deadline deadline);
+  // Waits until `n` more bytes fit the rate limit. REQUIRES: mu_ held.
+  void PaceLocked(std::size_t n);
 
   Connection* conn_;
   std::chrono::milliseconds timeout_;
   std::mutex mu_;
+  std::atomic<std::uint64_t> rate_{0};
+  MonotonicClock::time_point paced_until_{};  // guarded by mu_
+  std::atomic<std::uint64_t> paced_micros_{0};
   std::atomic<std::uint64_t> bytes_{0};
   std::atomic<std::uint64_t> frames_{0};
   std::atomic<MonotonicClock::rep> last_write_{0};

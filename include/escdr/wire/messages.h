@@ -45,10 +45,18 @@ struct Prepare {
   std::uint32_t window_pages = 0;     // <= kMaxWindowPages
   std::string vm_name;                // 1..kMaxVmNameLength bytes
   VmKind kind;                        // each field 1..kMaxKindFieldLength bytes
+  // Version 4 (after the strings): the dedup history the destination must
+  // keep, in pages (<= kMaxDedupPages; 0: the source sends no Dup frame),
+  // and the codec of the source's Packed frames (a wire::Codec value, for
+  // the destination's logs and checks; 0: none).
+  std::uint32_t dedup_pages = 0;
+  std::uint8_t codec = 0;
 
-  // REQUIRES: the limits above hold (Validate()).
-  std::vector<std::uint8_t> Encode() const;
-  static Result<Prepare> Decode(std::span<const std::uint8_t> payload);
+  // REQUIRES: the limits above hold (Validate()). Versions before 4 leave
+  // out dedup_pages and codec.
+  std::vector<std::uint8_t> Encode(std::uint16_t version = kProtocolVersion) const;
+  static Result<Prepare> Decode(std::span<const std::uint8_t> payload,
+                                std::uint16_t version = kProtocolVersion);
   // InvalidArgument naming the first field out of its limits.
   Status Validate() const;
 };
@@ -122,6 +130,34 @@ class RefsView {
   std::uint64_t first_seq_ = 0;
   std::uint32_t count_ = 0;
   std::size_t entry_size_ = kRefEntrySize;
+};
+
+// §3.13 (version 4): one in-migration duplicate: the optional folded record
+// word, then 4096 bytes the destination copies from its own rebuilt stream
+// at `stream_offset`; `check` is the low 64 bits of the page's XXH3-128.
+struct DupEntry {
+  std::uint64_t record_word = 0;  // 0 = none, else flags == kPageContinueFlags
+  std::uint64_t stream_offset = 0;
+  std::uint64_t check = 0;
+};
+// Writes kDupEntrySize bytes at `out`.
+void StoreDupEntry(std::uint8_t* out, const DupEntry& entry);
+
+// A checked view of a Dup payload (valid while the payload is).
+class DupView {
+ public:
+  // Checks the length (exactly kDupFixedSize + count * kDupEntrySize),
+  // 1 <= count <= kMaxDupsPerFrame, and every record word. Offsets and
+  // checks are the destination's to check against its history.
+  static Result<DupView> Parse(std::span<const std::uint8_t> payload);
+  std::uint32_t count() const { return count_; }
+  // REQUIRES: k < count().
+  DupEntry entry(std::uint32_t k) const;
+
+ private:
+  DupView() = default;
+  std::span<const std::uint8_t> entries_;
+  std::uint32_t count_ = 0;
 };
 
 // §3.6

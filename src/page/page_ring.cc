@@ -1,4 +1,4 @@
-#include "migrate/page_ring.h"
+#include "escdr/page/page_ring.h"
 
 #include <sys/mman.h>
 
@@ -7,7 +7,7 @@
 
 #include <fmt/format.h>
 
-namespace escdr::migrate_internal {
+namespace escdr {
 
 Result<PageRing> PageRing::Create(std::uint32_t pages) {
   PageRing ring;
@@ -16,7 +16,7 @@ Result<PageRing> PageRing::Create(std::uint32_t pages) {
   void* p = ::mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   if (p == MAP_FAILED) {
     return Err(Status::ResourceExhausted(fmt::format(
-        "cannot map a window of {} pages ({} bytes): {}", pages, bytes, std::strerror(errno))));
+        "cannot map a ring of {} pages ({} bytes): {}", pages, bytes, std::strerror(errno))));
   }
   // Advice only: without transparent huge pages the ring works the same.
   (void)::madvise(p, bytes, MADV_HUGEPAGE);
@@ -44,4 +44,4 @@ PageRing& PageRing::operator=(PageRing&& other) noexcept {
   return *this;
 }
 
-}  // namespace escdr::migrate_internal
+}  // namespace escdr

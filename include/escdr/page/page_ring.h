@@ -1,12 +1,14 @@
-// PageRing: the source's window of elided payloads (internal to migrate/).
+// PageRing: a fixed ring of page slots for the migration path: the source
+// session's window of elided payloads, and both ends' in-migration dedup
+// history (wire/dedup.h).
 //
 // A fixed ring of `pages` 4 KiB slots in anonymous memory, backed by huge
 // pages where the kernel allows it (MADV_HUGEPAGE), and touched when it is
 // created: the window is set up while the destination scans its donor, so the
 // stream never waits for page faults on it (in a VM, a fault costs tens of
 // microseconds; 16384 of them per migration were a third of the proxy's time).
-#ifndef ESCDR_MIGRATE_PAGE_RING_H_
-#define ESCDR_MIGRATE_PAGE_RING_H_
+#ifndef ESCDR_PAGE_PAGE_RING_H_
+#define ESCDR_PAGE_PAGE_RING_H_
 
 #include <cstddef>
 #include <cstdint>
@@ -14,7 +16,7 @@
 #include "escdr/base/status.h"
 #include "escdr/page/page.h"
 
-namespace escdr::migrate_internal {
+namespace escdr {
 
 class PageRing {
  public:
@@ -31,6 +33,13 @@ class PageRing {
   std::uint32_t pages() const { return pages_; }
   // The slot of sequence number `seq`. REQUIRES: pages() > 0.
   std::uint8_t* slot(std::uint64_t seq) { return base_ + (seq % pages_) * kPageSize; }
+  const std::uint8_t* slot(std::uint64_t seq) const {
+    return base_ + (seq % pages_) * kPageSize;
+  }
+  // The whole ring as one range of pages() * kPageSize bytes.
+  std::uint8_t* data() { return base_; }
+  const std::uint8_t* data() const { return base_; }
+  std::size_t size_bytes() const { return bytes_; }
 
  private:
   std::uint8_t* base_ = nullptr;
@@ -38,6 +47,6 @@ class PageRing {
   std::uint32_t pages_ = 0;
 };
 
-}  // namespace escdr::migrate_internal
+}  // namespace escdr
 
-#endif  // ESCDR_MIGRATE_PAGE_RING_H_
+#endif  // ESCDR_PAGE_PAGE_RING_H_
