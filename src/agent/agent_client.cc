@@ -9,6 +9,7 @@
 
 #include "agent/json_util.h"
 #include "escdr/agent/control_protocol.h"
+#include "escdr/wire/codec.h"
 #include "escdr/wire/socket.h"
 
 namespace escdr::agent {
@@ -141,6 +142,12 @@ json MigrationReportToJson(const MigrationReport& r) {
           {"max_stream_in_flight", r.max_stream_in_flight},
           {"budget_waits", r.budget_waits},
           {"budget_wait_time_us", r.budget_wait_time.count()},
+          {"pages_deduplicated", r.pages_deduplicated},
+          {"codec", r.CodecLabel()},
+          {"codec_frame_bytes", r.codec_frame_bytes},
+          {"codec_wire_bytes", r.codec_wire_bytes},
+          {"codec_cpu_time_us", r.codec_cpu_time.count()},
+          {"wire_pacing_time_us", r.wire_pacing_time.count()},
           {"bytes_saved_by_position", r.bytes_saved_by_position()},
           {"bytes_saved_by_content", r.bytes_saved_by_content()}};
 }
@@ -168,6 +175,17 @@ MigrationReport MigrationReportFromJson(const json& j) {
   r.max_stream_in_flight = U64Or(j, "max_stream_in_flight");
   r.budget_waits = U64Or(j, "budget_waits");
   r.budget_wait_time = std::chrono::microseconds(U64Or(j, "budget_wait_time_us"));
+  r.pages_deduplicated = U64Or(j, "pages_deduplicated");
+  if (auto it = j.find("codec"); it != j.end() && it->is_string()) {
+    if (auto spec = wire::ParseCodecSpec(it->get<std::string>()); spec.has_value()) {
+      r.codec = static_cast<std::uint8_t>(spec->codec);
+      r.codec_level = spec->level;
+    }
+  }
+  r.codec_frame_bytes = U64Or(j, "codec_frame_bytes");
+  r.codec_wire_bytes = U64Or(j, "codec_wire_bytes");
+  r.codec_cpu_time = std::chrono::microseconds(U64Or(j, "codec_cpu_time_us"));
+  r.wire_pacing_time = std::chrono::microseconds(U64Or(j, "wire_pacing_time_us"));
   if (auto it = j.find("downtime_measured"); it != j.end() && it->is_boolean()) {
     r.downtime_measured = it->get<bool>();
   }
@@ -182,6 +200,9 @@ json MigrateOutRequest::ToJson() const {
           {"keep_paused", keep_paused},
           {"keep_source", keep_source},
           {"max_bandwidth", max_bandwidth},
+          {"compress", compress},
+          {"codec_threads", codec_threads},
+          {"dedup_budget", dedup_budget},
           {"downtime_limit_ms", downtime_limit_ms},
           {"auto_converge", auto_converge},
           {"timeout_s", timeout.count()},
@@ -197,6 +218,20 @@ Result<MigrateOutRequest> MigrateOutRequest::FromJson(const json& j) {
   ESCDR_ASSIGN_OR_RETURN(r.keep_paused, JsonBool(j, "keep_paused"));
   ESCDR_ASSIGN_OR_RETURN(r.keep_source, JsonBool(j, "keep_source"));
   ESCDR_ASSIGN_OR_RETURN(r.max_bandwidth, JsonU64(j, "max_bandwidth"));
+  ESCDR_ASSIGN_OR_RETURN(r.compress, JsonString(j, "compress"));
+  if (!r.compress.empty()) {
+    if (auto codec = wire::ParseCodecSpec(r.compress); !codec.has_value()) return Err(codec.error());
+  }
+  ESCDR_ASSIGN_OR_RETURN(std::uint64_t threads, JsonU64(j, "codec_threads"));
+  if (threads > 64) {
+    return Err(Status::InvalidArgument(fmt::format("codec_threads {} exceeds 64", threads)));
+  }
+  r.codec_threads = static_cast<int>(threads);
+  ESCDR_ASSIGN_OR_RETURN(r.dedup_budget, JsonU64(j, "dedup_budget", kDefaultDedupBudget));
+  if (r.dedup_budget / kPageSize > wire::kMaxDedupPages) {
+    return Err(Status::InvalidArgument(fmt::format(
+        "dedup_budget {} exceeds {} bytes", r.dedup_budget, std::uint64_t{wire::kMaxDedupPages} * kPageSize)));
+  }
   ESCDR_ASSIGN_OR_RETURN(std::uint64_t downtime, JsonU64(j, "downtime_limit_ms"));
   if (downtime > kMaxDowntimeLimitMs) {
     return Err(Status::InvalidArgument(

@@ -81,7 +81,12 @@ constexpr const char* kRefusedCapabilities[] = {
 
 constexpr milliseconds kQmpQuick{3000};
 constexpr milliseconds kConnectTimeout{10000};
-constexpr std::uint64_t kDefaultMaxBandwidth = 134217728;  // QEMU's MAX_THROTTLE
+// The wire-side rate cap when the request names none: QEMU's own default
+// (MAX_THROTTLE, 128 MiB/s), now applied to the bytes between the agents.
+constexpr std::uint64_t kDefaultMaxBandwidth = 134217728;
+// QEMU's own cap on its local socket, lifted: the wire cap and the stream
+// budget pace it (wire-protocol §6).
+constexpr std::uint64_t kQemuUncapped = 64ull << 30;
 constexpr std::uint32_t kDefaultDowntimeLimitMs = 300;       // QEMU's DEFAULT_MIGRATE_SET_DOWNTIME
 
 std::string Mib(std::uint64_t bytes) { return fmt::format("{:.1f} MiB", bytes / 1048576.0); }
@@ -284,9 +289,15 @@ Status OutgoingMigration::Check() {
       const bool on = c.contains("state") && c["state"].is_boolean() && c["state"].get<bool>();
       for (const char* refused : kRefusedCapabilities) {
         if (on && name == refused) {
+          const bool compression = name == "compress" || name == "multifd" || name == "xbzrle";
           return Status::NotSupported(fmt::format(
               "VM {} has the migration capability {} on, which changes the stream format escdr "
-              "relays; turn it off", req_.vm, name));
+              "relays; turn it off{}",
+              req_.vm, name,
+              compression ? ": escdr compresses and deduplicates on the wire itself, on by "
+                            "default (escdr migrate --compress zstd[:LEVEL]|lz4, --codec-threads, "
+                            "--dedup-budget)"
+                          : ""));
         }
       }
     }
@@ -359,6 +370,18 @@ Status OutgoingMigration::Prepare() {
   SourceOptions options;
   if (req_.window_pages > 0) options.window_pages = req_.window_pages;
   if (!req_.escdr || content_ == nullptr) options.window_pages = 0;
+  options.wire_rate = req_.max_bandwidth > 0 ? req_.max_bandwidth : kDefaultMaxBandwidth;
+  if (req_.escdr) {
+    ESCDR_ASSIGN_OR_RETURN(options.codec, wire::ParseCodecSpec(req_.compress.empty()
+                                                                   ? wire::CodecSpec{}.ToString()
+                                                                   : req_.compress));
+    if (req_.codec_threads > 0) options.codec_threads = req_.codec_threads;
+    options.dedup_pages = static_cast<std::uint32_t>(req_.dedup_budget / kPageSize);
+  } else {
+    // --no-escdr: the baseline, every byte as QEMU wrote it.
+    options.codec = wire::CodecSpec{wire::Codec::kNone, 0};
+    options.dedup_pages = 0;
+  }
   std::shared_ptr<wire::Connection> peer;
   {
     std::lock_guard<std::mutex> lock(mu_);
@@ -384,7 +407,7 @@ Result<std::unique_ptr<wire::Connection>> OutgoingMigration::Setup() {
   ESCDR_RETURN_IF_ERROR(SetMigrationCapabilities(
       qmp(), {{"return-path", true}, {"auto-converge", req_.auto_converge}}));
   ESCDR_RETURN_IF_ERROR(SetMigrationParameters(
-      qmp(), {{"max-bandwidth", req_.max_bandwidth > 0 ? req_.max_bandwidth : kDefaultMaxBandwidth},
+      qmp(), {{"max-bandwidth", kQemuUncapped},
               {"downtime-limit", req_.downtime_limit_ms > 0 ? req_.downtime_limit_ms
                                                             : kDefaultDowntimeLimitMs}}));
   const std::string path = agent_.OutgoingSocket(req_.vm);

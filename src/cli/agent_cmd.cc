@@ -18,6 +18,7 @@
 #include "agent/json_util.h"
 #include "cli/command.h"
 #include "cli/inventory_access.h"
+#include "cli/units.h"
 #include "escdr/agent/agent.h"
 #include "escdr/agent/agent_client.h"
 #include "escdr/base/vm_kind.h"
@@ -32,27 +33,6 @@ using nlohmann::json;
 void PrintJson(const json& doc) {
   std::fputs(doc.dump(2, ' ', false, json::error_handler_t::replace).c_str(), stdout);
   std::fputc('\n', stdout);
-}
-
-// "4096" (MiB), "512M", "4G", "1.5G", "1T" -> MiB.
-Result<std::uint64_t> ParseMib(const std::string& text, const char* flag) {
-  std::size_t used = 0;
-  double v = 0;
-  try {
-    v = std::stod(text, &used);
-  } catch (...) {
-    used = 0;
-  }
-  std::string unit = text.substr(used);
-  double mult = unit.empty() || unit == "M" || unit == "MiB" ? 1
-                : unit == "G" || unit == "GiB"               ? 1024
-                : unit == "T" || unit == "TiB"               ? 1024.0 * 1024
-                                                             : -1;
-  if (used == 0 || mult < 0 || !(v > 0) || v * mult > 1e12) {
-    return Err(Status::InvalidArgument(
-        fmt::format("{} '{}' is not a size (MiB, or a number with M, G or T)", flag, text)));
-  }
-  return static_cast<std::uint64_t>(std::llround(v * mult));
 }
 
 // The agent of `host`, from the inventory.
@@ -79,7 +59,7 @@ void RunAgent(const GlobalOptions& global, AgentArgs& args) {
   agent::SetupAgentLogging(global.verbosity);
 
   agent::AgentOptions o = args.options;
-  o.memory_mib = Unwrap(ParseMib(args.memory, "--memory"));
+  o.memory_mib = Unwrap(ParseMib("--memory", args.memory));
   o.state_dir = Unwrap(global.StateDir());
   o.tls = Unwrap(global.AgentTls(o.name));
   o.insecure = global.insecure;
@@ -229,7 +209,7 @@ void RunVmCreate(const GlobalOptions& global, const CreateArgs& a) {
   Check(kind.Validate().WithContext("vm create"));
   LaunchSpec spec;
   spec.name = a.name;
-  spec.memory_mib = Unwrap(ParseMib(a.memory, "--memory"));
+  spec.memory_mib = Unwrap(ParseMib("--memory", a.memory));
   spec.vcpus = a.vcpus;
   spec.machine = a.machine;
   spec.kernel = AbsolutePath(a.kernel, "--kernel");

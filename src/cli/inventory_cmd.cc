@@ -14,6 +14,7 @@
 
 #include "cli/command.h"
 #include "cli/inventory_access.h"
+#include "cli/units.h"
 #include "escdr/inventory/inventory.h"
 #include "escdr/placement/placement.h"
 
@@ -28,36 +29,6 @@ void PrintJson(const json& doc) {
 }
 
 void Print(const std::string& text) { std::fputs(text.c_str(), stdout); }
-
-// "4096", "4096M", "4G", "1.5G", "2T" (binary units) -> MiB. Zero, negative
-// and unparsable sizes are errors naming the flag.
-Result<std::uint64_t> ParseMib(const std::string& flag, const std::string& text) {
-  auto bad = [&](std::string_view why) {
-    return Err(Status::InvalidArgument(fmt::format("{} '{}' {}", flag, text, why)));
-  };
-  if (text.empty()) return bad("is empty");
-  if (text[0] == '-') return bad("is negative: sizes must be > 0");
-  double value = 0;
-  const char* end = text.data() + text.size();
-  auto [ptr, ec] = std::from_chars(text.data(), end, value);
-  if (ec != std::errc() || ptr == text.data()) {
-    return bad("is not a size (MiB, or a number with M, G or T)");
-  }
-  std::string unit(ptr, end);
-  for (char& c : unit) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
-  double mib = value;
-  if (unit == "" || unit == "M" || unit == "MIB") {
-  } else if (unit == "G" || unit == "GIB") {
-    mib = value * 1024;
-  } else if (unit == "T" || unit == "TIB") {
-    mib = value * 1024 * 1024;
-  } else {
-    return bad("has an unknown unit (use M, G or T)");
-  }
-  if (!(mib >= 1)) return bad("is too small: sizes must be at least 1 MiB");
-  if (mib > static_cast<double>(std::uint64_t{1} << 40)) return bad("is too large");
-  return static_cast<std::uint64_t>(mib);
-}
 
 Result<std::uint32_t> ParseCount(const std::string& flag, long long value) {
   if (value <= 0) {

@@ -19,9 +19,11 @@
 
 #include "cli/command.h"
 #include "cli/inventory_access.h"
+#include "cli/units.h"
 #include "escdr/agent/agent_client.h"
 #include "escdr/inventory/inventory.h"
 #include "escdr/sys/clock.h"
+#include "escdr/wire/codec.h"
 
 namespace escdr::cli {
 namespace {
@@ -32,35 +34,15 @@ std::atomic<bool> g_cancel{false};
 
 void OnInterrupt(int) { g_cancel.store(true); }
 
-// "100M" (bytes/s with K, M, G binary units), or a plain number of bytes/s.
-Result<std::uint64_t> ParseRate(const std::string& text) {
-  std::size_t used = 0;
-  double v = 0;
-  try {
-    v = std::stod(text, &used);
-  } catch (...) {
-    used = 0;
-  }
-  std::string unit = text.substr(used);
-  if (unit.ends_with("/s")) unit.resize(unit.size() - 2);
-  double mult = unit.empty() || unit == "B"    ? 1
-                : unit == "K" || unit == "KiB" ? 1024
-                : unit == "M" || unit == "MiB" ? 1048576
-                : unit == "G" || unit == "GiB" ? 1073741824.0
-                                               : -1;
-  if (used == 0 || mult < 0 || !(v > 0)) {
-    return Err(Status::InvalidArgument(fmt::format(
-        "--max-bandwidth '{}' is not a rate (bytes/s, or a number with K, M or G)", text)));
-  }
-  return static_cast<std::uint64_t>(v * mult);
-}
-
 struct MigrateArgs {
   std::string vm;
   std::string to;
   std::string donor;
   std::string destination_address;
   std::string max_bandwidth;
+  std::string compress;
+  int codec_threads = 0;
+  std::string dedup_budget;
   bool no_escdr = false;
   bool keep_paused = false;
   bool keep_source = false;
@@ -126,6 +108,16 @@ void PrintSummary(const Migration& m, const agent::MigrateOutResult& r, bool esc
             Pct(static_cast<double>(rep.bytes_saved_by_position()), stream)});
   t.AddRow({"saved by content", HumanBytes(static_cast<double>(rep.bytes_saved_by_content())),
             Pct(static_cast<double>(rep.bytes_saved_by_content()), stream)});
+  t.AddRow({"deduplicated in the migration",
+            HumanBytes(static_cast<double>(rep.pages_deduplicated * kPageSize)),
+            Pct(static_cast<double>(rep.pages_deduplicated * kPageSize), stream)});
+  if (rep.codec_frame_bytes > 0) {
+    t.AddRow({fmt::format("compressed ({})", rep.CodecLabel()),
+              fmt::format("{} -> {}", HumanBytes(static_cast<double>(rep.codec_frame_bytes)),
+                          HumanBytes(static_cast<double>(rep.codec_wire_bytes))),
+              Pct(static_cast<double>(rep.codec_wire_bytes),
+                  static_cast<double>(rep.codec_frame_bytes))});
+  }
   t.AddRow({"full pages (PAGE records)", std::to_string(rep.page_records), ""});
   t.AddRow({"zero pages (ZERO records)", std::to_string(rep.zero_records), ""});
   t.AddRow({"pages from the donor", std::to_string(rep.pages_from_donor), ""});
@@ -145,7 +137,7 @@ void PrintSummary(const Migration& m, const agent::MigrateOutResult& r, bool esc
               fmt::format("{:.1f} ms", rep.downtime.count() / 1000.0), ""});
   }
   std::fputs(t.Render().c_str(), stdout);
-  if (!escdr) std::printf("(--no-escdr: every page was sent in full)\n");
+  if (!escdr) std::printf("(--no-escdr: every page was sent in full, uncompressed)\n");
 }
 
 // How long the outcome of a migration that ran is retried while the
@@ -210,14 +202,28 @@ void RunMigrate(const GlobalOptions& global, const MigrateArgs& a) {
   req.escdr = !a.no_escdr;
   req.keep_paused = a.keep_paused;
   req.keep_source = a.keep_source;
+  // A bad option fails the migration the inventory just began.
+  auto give_up = [&](const Status& s) {
+    (void)inv->FinishMigration(m.id, MigrationOutcome::kFailed,
+                               MigrationFigures{.error = s.message()});
+    Fail(s);
+  };
   if (!a.max_bandwidth.empty()) {
-    auto rate = ParseRate(a.max_bandwidth);
-    if (!rate.has_value()) {
-      (void)inv->FinishMigration(m.id, MigrationOutcome::kFailed,
-                                 MigrationFigures{.error = rate.error().message()});
-      Fail(rate.error());
-    }
+    auto rate = ParseRate("--max-bandwidth", a.max_bandwidth);
+    if (!rate.has_value()) give_up(rate.error());
     req.max_bandwidth = *rate;
+  }
+  if (!a.compress.empty()) {
+    if (auto codec = wire::ParseCodecSpec(a.compress); !codec.has_value()) {
+      give_up(Status::InvalidArgument("--compress " + codec.error().message()));
+    }
+    req.compress = a.compress;
+  }
+  req.codec_threads = a.codec_threads;
+  if (!a.dedup_budget.empty()) {
+    auto budget = ParseBytes("--dedup-budget", a.dedup_budget, /*allow_zero=*/true);
+    if (!budget.has_value()) give_up(budget.error());
+    req.dedup_budget = *budget;
   }
   req.timeout = std::chrono::seconds(a.timeout_s);
   req.window_pages = a.window_pages;
@@ -307,12 +313,25 @@ void RegisterMigrateCommand(CLI::App& app, GlobalOptions& global) {
   cmd->add_option("--to", a->to, "Destination host (default: the placement module's choice)");
   cmd->add_option("--donor", a->donor, "Donor VM on the destination (default: the inventory's)");
   cmd->add_flag("--no-escdr", a->no_escdr,
-                "Elide nothing: the same path as a plain migration, for comparison");
+                "Elide, deduplicate and compress nothing: the same path as a plain migration, "
+                "for comparison");
   cmd->add_flag("--keep-paused", a->keep_paused, "Leave the VM paused at the destination");
   cmd->add_flag("--keep-source", a->keep_source,
                 "Keep the finished source QEMU (postmigrate) and its RAM file, e.g. to compare");
   cmd->add_option("--max-bandwidth", a->max_bandwidth,
-                  "QEMU's migration bandwidth limit, bytes/s or with K, M, G (default 128M)");
+                  "Rate cap on the connection between the agents, bytes/s or with K, M, G "
+                  "(default 128M, QEMU's own default); QEMU's cap is lifted, so bytes escdr "
+                  "saves become time");
+  cmd->add_option("--compress", a->compress,
+                  "Wire codec for what still travels: none, zstd, zstd:LEVEL or lz4 (default "
+                  "zstd:1). escdr compresses on the wire itself: QEMU's compress and multifd "
+                  "capabilities stay off");
+  cmd->add_option("--codec-threads", a->codec_threads,
+                  "Threads that compress on the source agent (default 2)")
+      ->check(CLI::Range(1, 64));
+  cmd->add_option("--dedup-budget", a->dedup_budget,
+                  "In-migration dedup history on each side, bytes or with K, M, G (default 64M; "
+                  "0 = off): a page already sent within it travels as a back-reference");
   cmd->add_option("--downtime-limit", a->downtime_limit_ms,
                   "QEMU's downtime limit in ms: the longest pause it aims for when it stops "
                   "the guest to send the rest (default 300)")

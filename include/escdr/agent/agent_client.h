@@ -88,12 +88,25 @@ struct MigrateOutRequest {
   // Where to reach the destination agent; "" = the destination host's
   // agent address in the inventory. Lets a tunnel or relay sit in between.
   std::string destination_address;
-  bool escdr = true;         // false: elide nothing (plain migration, same path)
+  // false: elide, deduplicate and compress nothing (the baseline: a plain
+  // migration through the same agents and path).
+  bool escdr = true;
   bool keep_paused = false;  // destination ends paused (started with -S)
   bool keep_source = false;  // leave the finished source QEMU in postmigrate, RAM file kept
-  // QEMU max-bandwidth in bytes/s for this migration; 0 = QEMU's default
-  // (128 MiB/s). The completion phase ignores it (QEMU's rule).
+  // The rate cap, bytes/s on the agents' connection (everything the source
+  // agent sends counts); 0 = the default, 128 MiB/s (QEMU's own default
+  // cap). QEMU's cap on its local socket is lifted; the stream budget makes
+  // QEMU's bandwidth estimate follow the capped end-to-end rate.
   std::uint64_t max_bandwidth = 0;
+  // The wire codec (protocol version 4): "none", "lz4", "zstd" or
+  // "zstd:LEVEL"; "" = the default (wire::CodecSpec{}).
+  std::string compress;
+  // Threads that compress on the source agent; 0 = the default (2).
+  int codec_threads = 0;
+  // Bytes of in-migration dedup history on each side (rounded down to
+  // pages); 0 turns dedup off. Default 64 MiB.
+  static constexpr std::uint64_t kDefaultDedupBudget = 64ull << 20;
+  std::uint64_t dedup_budget = kDefaultDedupBudget;
   // QEMU's own upper bound for downtime-limit (2,000 s).
   static constexpr std::uint32_t kMaxDowntimeLimitMs = 2000000;
   // QEMU's downtime-limit in ms (the most the final stop-and-copy may take by
