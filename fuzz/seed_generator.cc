@@ -29,6 +29,8 @@
 #include "escdr/catalog/catalog_format.h"
 #include "escdr/page/page.h"
 #include "escdr/qemu/stream_parser.h"
+#include "escdr/wire/codec.h"
+#include "escdr/wire/coding.h"
 #include "escdr/wire/frame_io.h"
 #include "escdr/wire/messages.h"
 #include "fuzz_targets.h"
@@ -186,6 +188,8 @@ Status WireSeeds(const Bytes& stream, const Mapper& map, const fs::path& out) {
   prep.catalog_checksum = 0xfeedfacecafebeefull;
   prep.catalog_entries = 5000;
   prep.window_pages = 256;
+  prep.dedup_pages = 16384;
+  prep.codec = static_cast<std::uint8_t>(Codec::kZstd);
   prep.vm_name = "vm-web-1";
   prep.kind = VmKind{"escdr-test", "6.1", "qemu", "7.2"};
   Availability small;
@@ -216,6 +220,22 @@ Status WireSeeds(const Bytes& stream, const Mapper& map, const fs::path& out) {
   EndSummary end{stream.size(), 3, 100, 50, 1, 2, 0};
   DestinationResult result{stream.size(), 3, 0, 42, 32768, 1500};
   const Bytes data(stream.begin(), stream.begin() + 2048);
+  // Version 4: a Dup frame, and a Packed frame (zstd, then lz4) of Data,
+  // Refs and Dup frames made of the stream's own bytes.
+  Bytes dup(kDupFixedSize + 2 * kDupEntrySize);
+  StoreFixed32(dup.data(), 2);
+  StoreDupEntry(dup.data() + kDupFixedSize, {0, 0, 0x1234});
+  StoreDupEntry(dup.data() + kDupFixedSize + kDupEntrySize,
+                {0x5000 | kPageContinueFlags, 4096, 0x5678});
+  FrameBuffer batch;
+  batch.Append(FrameType::kData, Bytes(stream.begin(), stream.begin() + 16384));
+  batch.Append(FrameType::kRefs, refs);
+  batch.Append(FrameType::kDup, dup);
+  Bytes packed_zstd, packed_lz4;
+  if (!BatchPacker(CodecSpec{Codec::kZstd, 1}).Pack(batch.bytes(), &packed_zstd) ||
+      !BatchPacker(CodecSpec{Codec::kLz4, 0}).Pack(batch.bytes(), &packed_lz4)) {
+    return Status::Internal("the stream's first 16 KiB do not compress");
+  }
 
   struct Seed {
     std::string name;
@@ -231,6 +251,9 @@ Status WireSeeds(const Bytes& stream, const Mapper& map, const fs::path& out) {
       {"data", FrameType::kData, data},
       {"refs", FrameType::kRefs, refs},
       {"refs-v2", FrameType::kRefs, refs_v2},
+      {"dup", FrameType::kDup, dup},
+      {"packed-zstd", FrameType::kPacked, packed_zstd},
+      {"packed-lz4", FrameType::kPacked, packed_lz4},
       {"availability-v2", FrameType::kAvailability, small.Encode(2)},
       {"page-request", FrameType::kPageRequest, PageRequest{8}.Encode()},
       {"page-response", FrameType::kPageResponse, EncodePageResponse(8, page)},

@@ -4,7 +4,8 @@
 // hands out the bytes in reads whose sizes come from the input, so buffer
 // refills and frames split across reads are exercised. Every payload the
 // reader returns goes through every decoder (a frame of one type with another
-// type's payload is what a confused peer sends). A payload that decodes must
+// type's payload is what a confused peer sends), and every Packed payload
+// (protocol version 4) through the batch decoder and its frame walk. A payload that decodes must
 // encode to something that decodes to the same value, and must be within the
 // limits its encoder requires.
 #include <algorithm>
@@ -15,6 +16,8 @@
 #include <vector>
 
 #include "escdr/page/page.h"
+#include "escdr/wire/codec.h"
+#include "escdr/wire/coding.h"
 #include "escdr/wire/connection.h"
 #include "escdr/wire/format.h"
 #include "escdr/wire/frame_io.h"
@@ -87,7 +90,21 @@ void CheckDecoders(std::span<const std::uint8_t> p) {
                again->catalog_checksum == prep->catalog_checksum &&
                again->catalog_entries == prep->catalog_entries &&
                again->window_pages == prep->window_pages && again->vm_name == prep->vm_name &&
-               again->kind == prep->kind);
+               again->kind == prep->kind && again->dedup_pages == prep->dedup_pages &&
+               again->codec == prep->codec);
+  }
+  // Version 4: Dup entries re-encode to the same bytes.
+  if (auto dups = DupView::Parse(p)) {
+    FUZZ_CHECK(dups->count() >= 1 && dups->count() <= kMaxDupsPerFrame);
+    std::vector<std::uint8_t> out(kDupFixedSize + std::size_t{dups->count()} * kDupEntrySize);
+    StoreFixed32(out.data(), dups->count());
+    for (std::uint32_t k = 0; k < dups->count(); ++k) {
+      DupEntry e = dups->entry(k);
+      FUZZ_CHECK(e.record_word == 0 || (e.record_word & kRecordFlagsMask) == kPageContinueFlags);
+      StoreDupEntry(out.data() + kDupFixedSize + std::size_t{k} * kDupEntrySize, e);
+    }
+    FUZZ_CHECK(std::equal(out.begin() + kDupFixedSize, out.end(),
+                          p.begin() + static_cast<std::ptrdiff_t>(kDupFixedSize), p.end()));
   }
   // Availability and Refs have a layout per protocol version (2: no key and
   // no tags; 3: both); a destination serves both.
@@ -154,6 +171,32 @@ void CheckDecoders(std::span<const std::uint8_t> p) {
   }
 }
 
+// Version 4: a Packed payload decodes to at most its declared size (never
+// past the cap), and the frames in it are walked with the frame checks;
+// every frame that passes goes through every decoder.
+void CheckPacked(std::span<const std::uint8_t> p) {
+  BatchUnpacker unpacker;
+  auto batch = unpacker.Unpack(p);
+  if (!batch.has_value()) {
+    FUZZ_CHECK(!batch.error().ok());
+    return;
+  }
+  FUZZ_CHECK(p.size() > kPackedFixedSize);
+  FUZZ_CHECK(batch->size() == LoadFixed32(p.data() + 4));
+  FUZZ_CHECK(batch->size() <= kMaxPackedDecoded);
+  PackedFrames frames(*batch);
+  std::size_t walked = 0;
+  for (;;) {
+    auto f = frames.Next();
+    if (!f.has_value() || !*f) break;
+    const FrameType t = (*f)->type;
+    FUZZ_CHECK(t == FrameType::kData || t == FrameType::kRefs || t == FrameType::kDup);
+    walked += kFrameHeaderSize + (*f)->payload.size();
+    FUZZ_CHECK(walked <= batch->size());
+    CheckDecoders((*f)->payload);
+  }
+}
+
 }  // namespace
 
 int FuzzWireFrames(const std::uint8_t* data, std::size_t size) {
@@ -177,11 +220,13 @@ int FuzzWireFrames(const std::uint8_t* data, std::size_t size) {
     FUZZ_CHECK(f->type != FrameType::kInvalid && f->type != FrameType::kKeepalive);
     FUZZ_CHECK(f->payload.size() <= MaxPayloadLength(static_cast<std::uint16_t>(f->type)));
     CheckDecoders(f->payload);
+    if (f->type == FrameType::kPacked) CheckPacked(f->payload);
   }
   FUZZ_CHECK(reader.frames_read() >= frames);
   FUZZ_CHECK(reader.bytes_read() <= bytes.size());
   // The decoders also see the raw input, whatever the frame layer thinks of it.
   CheckDecoders(bytes);
+  CheckPacked(bytes);
   return 0;
 }
 
