@@ -215,15 +215,18 @@ class HostileCodecTest : public ::testing::Test {
     return dup;
   }
 
-  // A Packed payload {zstd, declared} around the zstd frame of `frames`.
+  // A Packed payload {zstd, one part, declared} around the zstd frame of
+  // `frames`.
   static std::vector<std::uint8_t> Packed(const wire::FrameBuffer& frames, std::uint32_t declared) {
-    std::vector<std::uint8_t> out(wire::kPackedFixedSize + ZSTD_compressBound(frames.size()));
+    const std::size_t head = wire::kPackedFixedSize + 4;
+    std::vector<std::uint8_t> out(head + ZSTD_compressBound(frames.size()));
     out[0] = static_cast<std::uint8_t>(wire::Codec::kZstd);
+    out[1] = 1;
     wire::StoreFixed32(out.data() + 4, declared);
-    const std::size_t n = ZSTD_compress(out.data() + wire::kPackedFixedSize,
-                                        out.size() - wire::kPackedFixedSize, frames.bytes().data(),
-                                        frames.size(), 1);
-    out.resize(wire::kPackedFixedSize + n);
+    const std::size_t n = ZSTD_compress(out.data() + head, out.size() - head,
+                                        frames.bytes().data(), frames.size(), 1);
+    wire::StoreFixed32(out.data() + wire::kPackedFixedSize, static_cast<std::uint32_t>(n));
+    out.resize(head + n);
     return out;
   }
 
@@ -259,7 +262,7 @@ TEST_F(HostileCodecTest, PackedFrameWhoseDeclaredSizeLiesIsCorruption) {
   inner.Append(wire::FrameType::kData, std::vector<std::uint8_t>(5000, 0x11));
   wire::FrameBuffer f;
   f.Append(wire::FrameType::kPacked, Packed(inner, static_cast<std::uint32_t>(inner.size() - 1)));
-  ExpectRefused(f, StatusCode::kCorruption, "declares", 0);
+  ExpectRefused(f, StatusCode::kCorruption, "should decode to", 0);
 }
 
 TEST_F(HostileCodecTest, PackedFrameDeclaringMoreThanTheCapIsRefusedBeforeDecoding) {

@@ -69,7 +69,8 @@ class DestinationSession::Impl {
       : peer_(std::move(peer)),
         options_(options),
         writer_(peer_.get(), options.idle_timeout),
-        reader_(peer_.get(), "source") {}
+        reader_(peer_.get(), "source"),
+        unpacker_(std::max(1, options.codec_threads)) {}
 
   ~Impl() { StopBackThread(); }
 
@@ -536,8 +537,9 @@ Status DestinationSession::Impl::HandleDup(std::span<const std::uint8_t> payload
 Status DestinationSession::Impl::HandlePacked(std::span<const std::uint8_t> payload,
                                              bool* from_peer) {
   const auto cpu0 = ThreadCpuTime();
+  const auto workers0 = unpacker_.worker_cpu_time();
   auto batch = unpacker_.Unpack(payload);
-  report_.codec_cpu_time += ThreadCpuTime() - cpu0;
+  report_.codec_cpu_time += (ThreadCpuTime() - cpu0) + (unpacker_.worker_cpu_time() - workers0);
   if (!batch.has_value()) return batch.error();
   wire::PackedFrames frames(*batch);
   for (;;) {

@@ -3,6 +3,7 @@
 #include <lz4.h>
 #include <zstd.h>
 
+#include <algorithm>
 #include <charconv>
 
 #include <fmt/format.h>
@@ -66,94 +67,215 @@ BatchPacker::~BatchPacker() {
   if (zstd_ != nullptr) ZSTD_freeCCtx(Cctx(zstd_));
 }
 
-bool BatchPacker::Pack(std::span<const std::uint8_t> frames, std::vector<std::uint8_t>* out) {
-  if (spec_.codec == Codec::kNone || frames.size() > kMaxPackedDecoded) return false;
-  const std::size_t bound = spec_.codec == Codec::kZstd
-                                ? ZSTD_compressBound(frames.size())
-                                : static_cast<std::size_t>(LZ4_compressBound(static_cast<int>(frames.size())));
-  out->resize(kPackedFixedSize + bound);
+bool BatchPacker::Pack(std::span<const std::uint8_t> frames, std::vector<std::uint8_t>* out,
+                       std::size_t part_bytes) {
+  if (spec_.codec == Codec::kNone || frames.empty() || frames.size() > kMaxPackedDecoded) {
+    return false;
+  }
+  if (spec_.codec == Codec::kZstd && zstd_ == nullptr) return false;
+  std::size_t parts = (frames.size() + std::max<std::size_t>(part_bytes, 1) - 1) /
+                      std::max<std::size_t>(part_bytes, 1);
+  parts = std::clamp<std::size_t>(parts, 1, kMaxPackedParts);
+  const std::size_t head = kPackedFixedSize + 4 * parts;
+  out->resize(head);
   std::uint8_t* h = out->data();
   h[0] = static_cast<std::uint8_t>(spec_.codec);
-  h[1] = 0;
+  h[1] = static_cast<std::uint8_t>(parts);
   StoreFixed16(h + 2, 0);
   StoreFixed32(h + 4, static_cast<std::uint32_t>(frames.size()));
-  std::size_t n = 0;
-  if (spec_.codec == Codec::kZstd) {
-    if (zstd_ == nullptr) return false;
-    n = ZSTD_compressCCtx(Cctx(zstd_), h + kPackedFixedSize, bound, frames.data(), frames.size(),
-                          spec_.level);
-    if (ZSTD_isError(n)) return false;  // the frames go as they are: always valid
-  } else {
-    const int r = LZ4_compress_default(reinterpret_cast<const char*>(frames.data()),
-                                       reinterpret_cast<char*>(h + kPackedFixedSize),
-                                       static_cast<int>(frames.size()), static_cast<int>(bound));
-    if (r <= 0) return false;
-    n = static_cast<std::size_t>(r);
+  std::size_t at = 0;
+  for (std::size_t k = 0; k < parts; ++k) {
+    const std::size_t n = PackedPartSize(frames.size(), parts, k);
+    const std::span<const std::uint8_t> in = frames.subspan(at, n);
+    at += n;
+    const std::size_t bound = spec_.codec == Codec::kZstd
+                                  ? ZSTD_compressBound(n)
+                                  : static_cast<std::size_t>(LZ4_compressBound(static_cast<int>(n)));
+    const std::size_t base = out->size();
+    out->resize(base + bound);
+    std::size_t got = 0;
+    if (spec_.codec == Codec::kZstd) {
+      got = ZSTD_compressCCtx(Cctx(zstd_), out->data() + base, bound, in.data(), n, spec_.level);
+      if (ZSTD_isError(got)) return false;  // the frames go as they are: always valid
+    } else {
+      const int r = LZ4_compress_default(reinterpret_cast<const char*>(in.data()),
+                                         reinterpret_cast<char*>(out->data() + base),
+                                         static_cast<int>(n), static_cast<int>(bound));
+      if (r <= 0) return false;
+      got = static_cast<std::size_t>(r);
+    }
+    out->resize(base + got);
+    StoreFixed32(out->data() + kPackedFixedSize + 4 * k, static_cast<std::uint32_t>(got));
+    // Give up as soon as it cannot end up smaller.
+    if (kFrameHeaderSize + out->size() >= frames.size()) return false;
   }
-  if (kFrameHeaderSize + kPackedFixedSize + n >= frames.size()) return false;
-  out->resize(kPackedFixedSize + n);
   return true;
 }
 
 // ---- BatchUnpacker ----
 
-BatchUnpacker::BatchUnpacker() : zstd_(ZSTD_createDCtx()) {}
+BatchUnpacker::BatchUnpacker(int threads) : zstd_(ZSTD_createDCtx()) {
+  for (int i = 1; i < threads; ++i) workers_.emplace_back([this] { Worker(); });
+}
 
 BatchUnpacker::~BatchUnpacker() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stop_ = true;
+  }
+  cv_.notify_all();
+  for (auto& t : workers_) t.join();
   if (zstd_ != nullptr) ZSTD_freeDCtx(Dctx(zstd_));
+}
+
+std::chrono::microseconds BatchUnpacker::worker_cpu_time() const {
+  return std::chrono::microseconds(worker_cpu_micros_.load());
+}
+
+Status BatchUnpacker::DecodePart(void* dctx, std::uint8_t codec, const Part& part) const {
+  std::size_t got = 0;
+  if (codec == static_cast<std::uint8_t>(Codec::kZstd)) {
+    if (dctx == nullptr) return Status::Internal("no zstd decompression context");
+    const unsigned long long content = ZSTD_getFrameContentSize(part.src.data(), part.src.size());
+    if (content != ZSTD_CONTENTSIZE_UNKNOWN && content != part.size) {
+      return Status::Corruption(fmt::format(
+          "part {} of a Packed frame should decode to {} bytes, its zstd frame {}", part.index,
+          part.size,
+          content == ZSTD_CONTENTSIZE_ERROR ? std::string("is not valid")
+                                            : fmt::format("says {}", content)));
+    }
+    // The output is exactly the part's share: data that would decode to
+    // more fails here instead of growing anything.
+    got = ZSTD_decompressDCtx(Dctx(dctx), part.dst, part.size, part.src.data(), part.src.size());
+    if (ZSTD_isError(got)) {
+      return Status::Corruption(fmt::format("part {} of a Packed frame does not decode (zstd: {})",
+                                            part.index, ZSTD_getErrorName(got)));
+    }
+  } else {
+    const int r = LZ4_decompress_safe(reinterpret_cast<const char*>(part.src.data()),
+                                      reinterpret_cast<char*>(part.dst),
+                                      static_cast<int>(part.src.size()),
+                                      static_cast<int>(part.size));
+    if (r < 0) {
+      return Status::Corruption(
+          fmt::format("part {} of a Packed frame does not decode (lz4)", part.index));
+    }
+    got = static_cast<std::size_t>(r);
+  }
+  if (got != part.size) {
+    return Status::Corruption(fmt::format(
+        "part {} of a Packed frame decodes to {} bytes, not the {} its declared size gives",
+        part.index, got, part.size));
+  }
+  return Status::OK();
+}
+
+void BatchUnpacker::Drain(void* dctx) {
+  std::unique_lock<std::mutex> lock(mu_);
+  while (next_part_ < parts_.size()) {
+    const Part part = parts_[next_part_++];
+    const std::uint8_t codec = codec_;
+    lock.unlock();
+    Status s = DecodePart(dctx, codec, part);
+    lock.lock();
+    if (!s.ok() && error_.ok()) error_ = s;
+    ++parts_done_;
+  }
+  cv_.notify_all();
+}
+
+void BatchUnpacker::Worker() {
+  ZSTD_DCtx* dctx = ZSTD_createDCtx();
+  std::uint64_t seen = 0;
+  std::unique_lock<std::mutex> lock(mu_);
+  for (;;) {
+    cv_.wait(lock, [&] { return stop_ || (generation_ != seen && next_part_ < parts_.size()); });
+    if (stop_) break;
+    seen = generation_;
+    lock.unlock();
+    const auto cpu0 = ThreadCpuTime();
+    Drain(dctx);
+    worker_cpu_micros_.fetch_add((ThreadCpuTime() - cpu0).count());
+    lock.lock();
+  }
+  lock.unlock();
+  ZSTD_freeDCtx(dctx);
 }
 
 Result<std::span<const std::uint8_t>> BatchUnpacker::Unpack(std::span<const std::uint8_t> payload,
                                                             std::size_t max_decoded) {
-  if (payload.size() <= kPackedFixedSize) {
+  if (payload.size() < kPackedFixedSize) {
     return Err(Status::ProtocolError(fmt::format(
-        "Packed payload of {} bytes has no data after its {}-byte header", payload.size(),
+        "Packed payload of {} bytes is shorter than its {}-byte header", payload.size(),
         kPackedFixedSize)));
   }
   const std::uint8_t codec = payload[0];
+  const std::size_t parts = payload[1];
   const std::size_t declared = LoadFixed32(payload.data() + 4);
+  if (codec != static_cast<std::uint8_t>(Codec::kZstd) &&
+      codec != static_cast<std::uint8_t>(Codec::kLz4)) {
+    return Err(Status::ProtocolError(
+        fmt::format("Packed frame with {}, which is not a codec of Packed frames",
+                    CodecName(codec))));
+  }
   const std::size_t cap = std::min(max_decoded, kMaxPackedDecoded);
   if (declared < kFrameHeaderSize || declared > cap) {
     return Err(Status::ProtocolError(fmt::format(
         "Packed frame declares {} decoded bytes, outside {}..{}", declared, kFrameHeaderSize,
         cap)));
   }
-  const std::span<const std::uint8_t> data = payload.subspan(kPackedFixedSize);
-  if (buf_.size() < declared) buf_.resize(declared);
-  std::size_t got = 0;
-  if (codec == static_cast<std::uint8_t>(Codec::kZstd)) {
-    if (zstd_ == nullptr) return Err(Status::Internal("no zstd decompression context"));
-    const unsigned long long content = ZSTD_getFrameContentSize(data.data(), data.size());
-    if (content != ZSTD_CONTENTSIZE_UNKNOWN && content != declared) {
-      return Err(Status::Corruption(fmt::format(
-          "Packed frame declares {} decoded bytes, its zstd frame {}", declared,
-          content == ZSTD_CONTENTSIZE_ERROR ? std::string("is not valid")
-                                            : fmt::format("says {}", content))));
-    }
-    // The output buffer is exactly the declared size: data that would decode
-    // to more fails here instead of growing anything.
-    got = ZSTD_decompressDCtx(Dctx(zstd_), buf_.data(), declared, data.data(), data.size());
-    if (ZSTD_isError(got)) {
-      return Err(Status::Corruption(fmt::format("Packed frame of {} bytes does not decode (zstd: {})",
-                                                payload.size(), ZSTD_getErrorName(got))));
-    }
-  } else if (codec == static_cast<std::uint8_t>(Codec::kLz4)) {
-    const int r = LZ4_decompress_safe(reinterpret_cast<const char*>(data.data()),
-                                      reinterpret_cast<char*>(buf_.data()),
-                                      static_cast<int>(data.size()), static_cast<int>(declared));
-    if (r < 0) {
-      return Err(Status::Corruption(
-          fmt::format("Packed frame of {} bytes does not decode (lz4)", payload.size())));
-    }
-    got = static_cast<std::size_t>(r);
-  } else {
-    return Err(Status::ProtocolError(
-        fmt::format("Packed frame with {}, which is not a codec of Packed frames",
-                    CodecName(codec))));
+  if (parts == 0 || parts > kMaxPackedParts || parts > declared) {
+    return Err(Status::ProtocolError(fmt::format(
+        "Packed frame of {} decoded bytes in {} parts: 1..{} parts, at most one per byte",
+        declared, parts, kMaxPackedParts)));
   }
-  if (got != declared) {
-    return Err(Status::Corruption(fmt::format(
-        "Packed frame declares {} decoded bytes and decodes to {}", declared, got)));
+  const std::size_t head = kPackedFixedSize + 4 * parts;
+  if (payload.size() < head) {
+    return Err(Status::ProtocolError(fmt::format(
+        "Packed payload of {} bytes is shorter than its header of {} parts", payload.size(),
+        parts)));
+  }
+  std::vector<Part> list(parts);
+  std::size_t at = head;
+  if (buf_.size() < declared) buf_.resize(declared);
+  std::size_t out = 0;
+  for (std::size_t k = 0; k < parts; ++k) {
+    const std::size_t n = LoadFixed32(payload.data() + kPackedFixedSize + 4 * k);
+    if (n == 0 || n > payload.size() - at) {
+      return Err(Status::ProtocolError(fmt::format(
+          "part {} of a Packed frame has {} bytes; {} are left in the payload", k, n,
+          payload.size() - at)));
+    }
+    list[k] = Part{payload.subspan(at, n), buf_.data() + out,
+                   PackedPartSize(declared, parts, k), k};
+    at += n;
+    out += list[k].size;
+  }
+  if (at != payload.size()) {
+    return Err(Status::ProtocolError(fmt::format(
+        "the parts of a Packed frame hold {} bytes, its payload {}", at - head,
+        payload.size() - head)));
+  }
+  if (workers_.empty() || parts == 1) {
+    for (const Part& part : list) {
+      Status s = DecodePart(zstd_, codec, part);
+      if (!s.ok()) return Err(s);
+    }
+  } else {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      parts_ = std::move(list);
+      codec_ = codec;
+      next_part_ = 0;
+      parts_done_ = 0;
+      error_ = Status::OK();
+      ++generation_;
+    }
+    cv_.notify_all();
+    Drain(zstd_);
+    std::unique_lock<std::mutex> lock(mu_);
+    cv_.wait(lock, [&] { return parts_done_ == parts_.size(); });
+    if (!error_.ok()) return Err(error_);
   }
   return std::span<const std::uint8_t>(buf_.data(), declared);
 }

@@ -131,6 +131,42 @@ TEST(BatchTest, UnpackChecksTheHeaderBeforeDecoding) {
   r = unpacker.Unpack(std::span(packed).first(kPackedFixedSize));
   ASSERT_FALSE(r.has_value());
   EXPECT_EQ(r.error().code(), StatusCode::kProtocolError);
+  // No parts, too many, and part sizes that do not add up to the data.
+  for (std::uint8_t parts : {0, 200}) {
+    auto p = packed;
+    p[1] = parts;
+    auto e = unpacker.Unpack(p);
+    ASSERT_FALSE(e.has_value());
+    EXPECT_EQ(e.error().code(), StatusCode::kProtocolError) << e.error().message();
+  }
+  auto sizes = packed;
+  StoreFixed32(sizes.data() + kPackedFixedSize, LoadFixed32(sizes.data() + kPackedFixedSize) - 1);
+  auto e = unpacker.Unpack(sizes);
+  ASSERT_FALSE(e.has_value());
+  EXPECT_EQ(e.error().code(), StatusCode::kProtocolError) << e.error().message();
+}
+
+TEST(BatchTest, PartsDecodeOnWorkersToTheSameBytes) {
+  const FrameBuffer batch = Batch(Text(1000000, 9));
+  std::vector<std::uint8_t> packed;
+  ASSERT_TRUE(BatchPacker(CodecSpec{Codec::kZstd, 1}).Pack(batch.bytes(), &packed, 64 << 10));
+  EXPECT_EQ(packed[1], 16);  // 1 MiB in parts of 64 KiB
+  for (int threads : {1, 2, 4}) {
+    BatchUnpacker unpacker(threads);
+    for (int round = 0; round < 5; ++round) {
+      auto d = unpacker.Unpack(packed);
+      ASSERT_TRUE(d.has_value()) << d.error().message();
+      EXPECT_TRUE(std::equal(d->begin(), d->end(), batch.bytes().begin(), batch.bytes().end()));
+    }
+    // A damaged part is an error from whichever thread decoded it.
+    auto bad = packed;
+    bad[bad.size() - 100] ^= 0x55;
+    auto e = unpacker.Unpack(bad);
+    ASSERT_FALSE(e.has_value());
+    EXPECT_EQ(e.error().code(), StatusCode::kCorruption) << e.error().message();
+    auto again = unpacker.Unpack(packed);
+    ASSERT_TRUE(again.has_value()) << again.error().message();
+  }
 }
 
 TEST(BatchTest, Lz4DataThatDecodesShortOrLongIsCorruption) {

@@ -66,6 +66,9 @@ struct DestinationOptions {
   // source that asks for more is refused (ResourceExhausted). Default
   // 65536 = 256 MiB.
   std::uint32_t max_dedup_pages = 65536;
+  // Threads that decode the parts of a Packed frame (the receiving thread
+  // and codec_threads - 1 workers). Default 2.
+  int codec_threads = 2;
 };
 
 class DestinationSession {

@@ -7,9 +7,11 @@
 // PackedWriter instead of the FrameWriter. The PackedWriter sends the batch
 // as one Packed frame {codec, decoded_size, compressed frames} when that is
 // smaller, and as the frames themselves otherwise, in the order the batches
-// came, from `threads` workers. On the destination, UnpackBatch() decodes
-// a Packed payload after checking its declared size against the cap
-// (kMaxPackedDecoded: no decompression bomb), and PackedFrames walks the
+// came, from `threads` workers. A batch is compressed in parts of about
+// kPackedPartBytes, each on its own, so that the destination's
+// BatchUnpacker can decode the parts of one frame on several threads. It
+// checks the declared size against the cap (kMaxPackedDecoded: no
+// decompression bomb) before decoding anything, and PackedFrames walks the
 // decoded frames with the checks FrameReader applies to frames from the
 // network (type, length limit, CRC32C).
 //
@@ -19,6 +21,7 @@
 #define ESCDR_WIRE_CODEC_H_
 
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
@@ -63,34 +66,67 @@ class BatchPacker {
   BatchPacker& operator=(const BatchPacker&) = delete;
 
   // Writes the Packed payload of `frames` (whole frames, at most
-  // kMaxPackedDecoded bytes) to `out` and returns true, or returns false if
-  // it would not be smaller than the frames (the caller sends those).
-  bool Pack(std::span<const std::uint8_t> frames, std::vector<std::uint8_t>* out);
+  // kMaxPackedDecoded bytes), in parts of about `part_bytes`, to `out` and
+  // returns true, or returns false if it would not be smaller than the
+  // frames (the caller sends those).
+  bool Pack(std::span<const std::uint8_t> frames, std::vector<std::uint8_t>* out,
+            std::size_t part_bytes = kPackedPartBytes);
 
  private:
   CodecSpec spec_;
   void* zstd_ = nullptr;  // ZSTD_CCtx
+  std::vector<std::uint8_t> part_;
 };
 
-// Decodes Packed payloads; keeps its buffer and zstd context between calls.
+// Decodes Packed payloads, the parts of one payload on `threads` threads
+// (the caller's and threads - 1 workers); keeps its buffer and zstd
+// contexts between calls.
 class BatchUnpacker {
  public:
-  BatchUnpacker();
+  explicit BatchUnpacker(int threads = 1);
   ~BatchUnpacker();
   BatchUnpacker(const BatchUnpacker&) = delete;
   BatchUnpacker& operator=(const BatchUnpacker&) = delete;
 
   // The decoded frames of a Packed payload, valid until the next call.
-  // Checks, before decoding: the codec is zstd or lz4, the declared size is
+  // Checks, before decoding: the codec is zstd or lz4, 1 <= parts <=
+  // kMaxPackedParts, the part sizes add up to the data, the declared size is
   // at least one frame header and at most `max_decoded` (kMaxPackedDecoded
-  // at most); then that the data decodes to exactly that size. Errors:
-  // ProtocolError (header, codec, declared size), Corruption (the data).
+  // at most); then that each part decodes to exactly its share. Errors:
+  // ProtocolError (header, codec, parts, declared size), Corruption (data).
   Result<std::span<const std::uint8_t>> Unpack(std::span<const std::uint8_t> payload,
                                                std::size_t max_decoded = kMaxPackedDecoded);
+  // Thread CPU time the workers spent decoding (the caller's own time is
+  // the caller's to measure).
+  std::chrono::microseconds worker_cpu_time() const;
 
  private:
+  struct Part {
+    std::span<const std::uint8_t> src;
+    std::uint8_t* dst = nullptr;
+    std::size_t size = 0;
+    std::size_t index = 0;
+  };
+  // Decodes one part with `dctx` (a ZSTD_DCtx*); error messages name it.
+  Status DecodePart(void* dctx, std::uint8_t codec, const Part& part) const;
+  // Runs parts until none is left; the caller's thread and the workers.
+  void Drain(void* dctx);
+  void Worker();
+
   std::vector<std::uint8_t> buf_;
-  void* zstd_ = nullptr;  // ZSTD_DCtx
+  void* zstd_ = nullptr;  // ZSTD_DCtx of the caller's thread
+
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::vector<Part> parts_;      // of the payload being decoded
+  std::uint8_t codec_ = 0;
+  std::size_t next_part_ = 0;    // the next part not yet taken
+  std::size_t parts_done_ = 0;
+  std::uint64_t generation_ = 0;  // one per Unpack with workers
+  Status error_;
+  bool stop_ = false;
+  std::vector<std::thread> workers_;
+  std::atomic<std::int64_t> worker_cpu_micros_{0};
 };
 
 // Walks the frames of a decoded batch.

@@ -86,12 +86,24 @@ inline constexpr std::uint32_t kMaxRefsPerFrame = 8192;
 inline constexpr std::size_t kDupFixedSize = 8;
 inline constexpr std::size_t kDupEntrySize = 24;
 inline constexpr std::uint32_t kMaxDupsPerFrame = 8192;
-// §3.14 (version 4): Packed frames, {u8 codec, u8 reserved, u16 reserved,
-// u32 decoded_size} then the encoded batch. The decoded batch is a sequence
-// of whole Data, Refs and Dup frames of at most kMaxPackedDecoded bytes.
+// §3.14 (version 4): Packed frames, {u8 codec, u8 parts, u16 reserved,
+// u32 decoded_size}, `parts` u32 sizes, then the parts, each compressed on
+// its own. The decoded batch is a sequence of whole Data, Refs and Dup
+// frames of at most kMaxPackedDecoded bytes; part k decodes to
+// PackedPartSize(decoded_size, parts, k) bytes.
 inline constexpr std::size_t kPackedFixedSize = 8;
 inline constexpr std::size_t kMaxPackedDecoded = 8u << 20;
-inline constexpr std::size_t kMaxPackedPayload = kPackedFixedSize + kMaxPackedDecoded + (64u << 10);
+inline constexpr std::size_t kMaxPackedParts = 128;
+// The decoded bytes per part a source aims for (the last part is shorter).
+inline constexpr std::size_t kPackedPartBytes = 64u << 10;
+inline constexpr std::size_t PackedPartSize(std::size_t decoded, std::size_t parts,
+                                            std::size_t k) {
+  const std::size_t each = (decoded + parts - 1) / parts;
+  const std::size_t start = each * k;
+  return start >= decoded ? 0 : (decoded - start < each ? decoded - start : each);
+}
+inline constexpr std::size_t kMaxPackedPayload =
+    kPackedFixedSize + 4 * kMaxPackedParts + kMaxPackedDecoded + (64u << 10);
 // §3.2 (version 4): the source's dedup history, in pages, at most 1 GiB.
 inline constexpr std::uint32_t kMaxDedupPages = 1u << 18;
 inline constexpr std::size_t kPageResponsePayloadSize = 8 + 4096;
