@@ -1,4 +1,4 @@
-// Live migration of the 256 MiB test guest on real QEMU 7.2 (TCG), three ways:
+// Live migration of the 256 MiB test guest on real QEMU 7.2 (TCG), four ways:
 //
 //   escdr     `escdr migrate VM --to HOST` through real agents on loopback, to a
 //             host that runs a donor of the same kind, with the kind's catalog
@@ -6,9 +6,18 @@
 //   no-escdr  the same command with --no-escdr (same agents and path, nothing
 //             elided);
 //   direct    the source QEMU's own `migrate` to a destination QEMU started with
-//             `-incoming defer`, over TCP loopback: the same kernel, command
+//             `-S -incoming defer`, over TCP loopback: the same kernel, command
 //             line, RAM backend (share=on file in /dev/shm), return-path
-//             capability and max-bandwidth as the agents use.
+//             capability and max-bandwidth as the agents use;
+//   direct-zstd  the same with QEMU's multifd capability on both QEMUs, 4
+//             channels, multifd-compression zstd (QEMU's default level): the
+//             alternative a user has without escdr.
+//
+// Both direct paths run through escdr/qemu/direct_migration.h (as the demo's
+// "QEMU multifd+zstd" column does) and through a relay (FaultyLink) that
+// counts the bytes of every connection, multifd's included: QEMU 7.2 counts
+// uncompressed page bytes in ram.transferred, so the relay's count is the
+// direct paths' "on the wire".
 //
 // each at QEMU max-bandwidth 125 MB/s (1 Gbit/s) and unlimited, several runs
 // each, interleaved (run 1 of every path and bandwidth, then run 2, ...) so
@@ -26,7 +35,7 @@
 // check stops the program with an error: a broken migration is not measured.
 //
 //   build/bench/migration_bench [--runs N] [--variants nokaslr,kaslr,busy]
-//       [--paths escdr,no-escdr,direct] [--bandwidths 125000000,0]
+//       [--paths escdr,no-escdr,direct,direct-zstd] [--bandwidths 125000000,0]
 //       [--busy-mib MiB] [--wire-rate BYTES_PER_S] [--json PATH] [--settle SECONDS]
 //       [--insecure]
 //
@@ -39,6 +48,12 @@
 // every migration connection (agent to agent, or QEMU to QEMU) then passes a
 // relay that forwards at most that many bytes/s in each direction.
 //
+// CPU: for every migration the utime+stime (/proc/PID/stat) the source side
+// and the destination side spent: the source QEMU (+ the source agent on the
+// escdr paths) from the start of the migration to its end, and the
+// destination QEMU (started by the migration, so all of it) + the
+// destination agent. The relay in this program is not counted.
+//
 // Bandwidth 0 means unlimited (max-bandwidth 64 GiB/s, which QEMU's rate
 // limiter never reaches here). Prints one markdown table per variant and
 // writes every run's figures to --json (default migration_bench.json).
@@ -47,10 +62,7 @@
 // (RAII, by pid); the direct path's QEMUs are QemuProcess objects started by
 // this program, stopped and their RAM files removed when they go out of
 // scope. SIGINT/SIGTERM stop the program after the migration in progress.
-#include <arpa/inet.h>
-#include <netinet/in.h>
 #include <signal.h>
-#include <sys/socket.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -63,7 +75,6 @@
 #include <functional>
 #include <map>
 #include <memory>
-#include <mutex>
 #include <optional>
 #include <string>
 #include <thread>
@@ -74,17 +85,18 @@
 
 #include "agent/agent_cluster_testing.h"
 #include "agent/json_util.h"
+#include "agent/link_testing.h"
 #include "agent/vm_records.h"
 #include "escdr/agent/agent_client.h"
 #include "escdr/image/memory_image.h"
 #include "escdr/page/page.h"
+#include "escdr/qemu/direct_migration.h"
 #include "escdr/qemu/launcher.h"
 #include "escdr/qemu/qmp_commands.h"
 #include "escdr/qemu/serial_log.h"
 #include "escdr/sys/clock.h"
 #include "escdr/sys/temp_dir.h"
 #include "escdr/sys/unique_fd.h"
-#include "escdr/wire/socket.h"
 #include "testing/test_guest.h"
 
 namespace escdr::migbench {
@@ -95,9 +107,11 @@ using std::chrono::milliseconds;
 using std::chrono::seconds;
 using Cluster = escdr::agent::testing::AgentCluster;
 using escdr::agent::testing::CliResult;
+using escdr::agent::testing::FaultyLink;
 
 constexpr std::uint64_t kUnlimited = 64ull << 30;  // bytes/s
 constexpr const char* kVm = "mig";
+constexpr std::uint64_t kMemoryMib = 256;  // every guest of the benchmark
 const VmKind kKind{"debian", "12", "qemu", "7.2"};
 
 std::atomic<bool> g_stop{false};
@@ -106,7 +120,7 @@ void OnSignal(int) { g_stop = true; }
 struct Config {
   int runs = 3;
   std::vector<std::string> variants = {"nokaslr", "kaslr"};
-  std::vector<std::string> paths = {"escdr", "no-escdr", "direct"};
+  std::vector<std::string> paths = {"escdr", "no-escdr", "direct", "direct-zstd"};
   std::vector<std::uint64_t> bandwidths = {125000000, 0};
   std::uint64_t busy_mib = 32;
   std::string json_path = "migration_bench.json";
@@ -132,23 +146,35 @@ struct Sample {
   int run = 0;
   std::string from, to;
   // Bytes on the wire: escdr/no-escdr the source session's frames sent +
-  // received; direct QEMU's ram.transferred (RAM records, headers included).
+  // received; direct paths the relay's bytes, both directions, all
+  // connections (the whole stream, device state and return path included).
   double wire_bytes = 0;
   // Bytes the source QEMU wrote (escdr/no-escdr: the whole stream, header to
-  // vmdesc; direct: ram.transferred, device state not counted).
+  // vmdesc; direct paths: ram.transferred, device state not counted, and
+  // under multifd the pages before compression).
   double stream_bytes = 0;
   double qemu_total_s = 0;       // source QEMU's query-migrate total-time
   double end_to_end_s = 0;       // escdr: the CLI's BeginMigration..result; direct: dest start..loaded
   double qemu_downtime_ms = 0;   // source QEMU's query-migrate downtime
   double escdr_downtime_ms = -1; // MigrationReport::downtime (ram END .. destination loaded)
   double qemu_downtime_bytes = 0;
+  // Direct paths: the source QEMU's ram.multifd-bytes (0 without multifd),
+  // and the TCP connections the relay forwarded (1 + multifd channels).
+  double multifd_bytes = -1;
+  int connections = -1;
   double rounds = 0;
   double page_records = -1, zero_records = -1;
   double by_position = -1, by_content = -1, from_donor = -1, fallbacks = -1, window_full = -1;
   double scan_ms = -1;  // the destination's donor scan (MigrationReport::scan_time)
   double load_before = 0, load_after = 0;  // 1-minute load average
+  // CPU seconds (utime+stime) of the source QEMU (+ source agent) and of the
+  // destination QEMU (+ destination agent) during the migration.
+  double cpu_source_s = -1, cpu_destination_s = -1;
   std::string ram_check;  // "identical" (anything else stops the program)
   std::string donor;
+
+  // Guest RAM in GiB, the divisor of the CPU-per-GiB figures.
+  static double GiB() { return static_cast<double>(kMemoryMib) / 1024.0; }
 
   json ToJson() const {
     return {{"variant", variant},         {"path", path},
@@ -159,12 +185,17 @@ struct Sample {
             {"end_to_end_s", end_to_end_s}, {"qemu_downtime_ms", qemu_downtime_ms},
             {"escdr_downtime_ms", escdr_downtime_ms},
             {"qemu_downtime_bytes", qemu_downtime_bytes},
+            {"qemu_multifd_bytes", multifd_bytes},
+            {"relay_connections", connections},
             {"rounds", rounds},           {"page_records", page_records},
             {"zero_records", zero_records}, {"pages_by_position", by_position},
             {"pages_by_content", by_content}, {"pages_from_donor", from_donor},
             {"fallbacks", fallbacks},     {"pages_window_full", window_full},
             {"donor_scan_ms", scan_ms},
             {"load1_before", load_before}, {"load1_after", load_after},
+            {"cpu_source_s", cpu_source_s}, {"cpu_destination_s", cpu_destination_s},
+            {"cpu_source_s_per_gib", cpu_source_s < 0 ? -1 : cpu_source_s / GiB()},
+            {"cpu_destination_s_per_gib", cpu_destination_s < 0 ? -1 : cpu_destination_s / GiB()},
             {"ram_check", ram_check}};
   }
 };
@@ -208,113 +239,55 @@ std::string DiffRam(const std::string& a, const std::string& b) {
                      b_changed ? "had changed" : "was the same");
 }
 
-// A TCP port on 127.0.0.1 that was free a moment ago.
-Result<std::uint16_t> FreePort() {
-  UniqueFd fd(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
-  if (!fd.valid()) return Err(Status::FromErrno("socket", errno));
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  if (::bind(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
-    return Err(Status::FromErrno("bind 127.0.0.1:0", errno));
-  }
-  socklen_t len = sizeof addr;
-  if (::getsockname(fd.get(), reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
-    return Err(Status::FromErrno("getsockname", errno));
-  }
-  return ntohs(addr.sin_port);
-}
-
 bool CounterAdvances(const std::string& serial_log) {
   return escdr::agent::testing::CounterAdvances(serial_log, seconds(60));
 }
 
-// ---------------------------------------------------------------- link
+// ---------------------------------------------------------------- CPU
 
-// A TCP relay on 127.0.0.1 that forwards every connection to `target` at no
-// more than `rate` bytes/s per direction (all connections of a direction share
-// the rate), in 16 KiB steps: a network link of that rate between the two
-// ends, with the kernel's socket buffers as its queue. Stops and joins its
-// threads when destroyed.
-class Link {
- public:
-  static Result<std::unique_ptr<Link>> Start(std::string target_host, std::uint16_t target_port,
-                                             std::uint64_t rate) {
-    ESCDR_ASSIGN_OR_RETURN(wire::TcpListener l, wire::TcpListener::Listen("127.0.0.1", 0));
-    std::unique_ptr<Link> link(new Link(std::move(l), std::move(target_host), target_port, rate));
-    link->accept_ = std::thread([p = link.get()] { p->AcceptLoop(); });
-    return link;
-  }
-  ~Link() {
-    stop_ = true;
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      for (auto& c : conns_) c->Shutdown();
+// CPU seconds (utime + stime, all threads) process `pid` has used so far,
+// from /proc/PID/stat.
+Result<double> CpuSeconds(pid_t pid) {
+  const std::string path = fmt::format("/proc/{}/stat", pid);
+  ESCDR_ASSIGN_OR_RETURN(std::string stat, ReadFileToString(path));
+  // The command name (field 2) is in parentheses and may hold spaces: count
+  // fields from the last ')'. utime and stime are fields 14 and 15.
+  const std::size_t close = stat.rfind(')');
+  if (close == std::string::npos) return Err(Status::ProtocolError(path + " has no command name"));
+  const char* p = stat.c_str() + close + 1;
+  unsigned long long v[13] = {};
+  int field = 3;
+  char* end = nullptr;
+  for (; field <= 15; ++field) {
+    while (*p == ' ') ++p;
+    if (field == 3) {  // the state, one character
+      if (*p == '\0') break;
+      ++p;
+      continue;
     }
-    if (accept_.joinable()) accept_.join();
-    for (auto& t : pumps_) t.join();
+    v[field - 3] = std::strtoull(p, &end, 10);
+    if (end == p) break;
+    p = end;
   }
-  Link(const Link&) = delete;
-  Link& operator=(const Link&) = delete;
+  if (field <= 15) return Err(Status::ProtocolError(fmt::format("{} has fewer than 15 fields", path)));
+  return static_cast<double>(v[11] + v[12]) / static_cast<double>(::sysconf(_SC_CLK_TCK));
+}
 
-  std::string address() const { return fmt::format("127.0.0.1:{}", listener_.port()); }
-  std::uint16_t port() const { return listener_.port(); }
-
- private:
-  struct Pacer {
-    std::mutex mu;
-    MonotonicClock::time_point next{};
-  };
-
-  Link(wire::TcpListener l, std::string host, std::uint16_t port, std::uint64_t rate)
-      : listener_(std::move(l)), host_(std::move(host)), port_(port), rate_(rate) {}
-
-  void AcceptLoop() {
-    while (!stop_) {
-      auto in = listener_.Accept(Deadline::After(milliseconds(100)));
-      if (!in.has_value()) continue;
-      auto out = wire::ConnectTcp(host_, port_, Deadline::After(seconds(10)));
-      if (!out.has_value()) continue;  // closes `in`: the caller sees the refusal
-      std::shared_ptr<wire::Connection> a(std::move(*in)), b(std::move(*out));
-      std::lock_guard<std::mutex> lock(mu_);
-      conns_.push_back(a);
-      conns_.push_back(b);
-      pumps_.emplace_back([this, a, b] { Pump(*a, *b, forward_); });
-      pumps_.emplace_back([this, a, b] { Pump(*b, *a, back_); });
+// The sum of CpuSeconds over `pids`, or -1 when one cannot be read (the
+// figure is then left out of the table, not made up).
+double CpuSum(const std::vector<pid_t>& pids) {
+  double sum = 0;
+  for (pid_t pid : pids) {
+    Result<double> c = CpuSeconds(pid);
+    if (!c.has_value()) {
+      std::fprintf(stderr, "migration_bench: CPU of pid %d: %s\n", static_cast<int>(pid),
+                   c.error().message().c_str());
+      return -1;
     }
+    sum += *c;
   }
-
-  void Pump(wire::Connection& from, wire::Connection& to, Pacer& pacer) {
-    std::vector<std::uint8_t> buf(16 << 10);
-    while (!stop_) {
-      auto n = from.ReadSome(buf, Deadline::After(seconds(600)));
-      if (!n.has_value() || *n == 0) break;
-      MonotonicClock::time_point at;
-      {
-        std::lock_guard<std::mutex> lock(pacer.mu);
-        const auto now = MonotonicClock::now();
-        if (pacer.next < now) pacer.next = now;
-        at = pacer.next;
-        pacer.next += std::chrono::duration_cast<MonotonicClock::duration>(
-            std::chrono::duration<double>(static_cast<double>(*n) / static_cast<double>(rate_)));
-      }
-      std::this_thread::sleep_until(at);
-      if (!to.WriteAll(std::span<const std::uint8_t>(buf.data(), *n), Deadline::After(seconds(600))).ok()) break;
-    }
-    (void)to.ShutdownWrite();
-  }
-
-  wire::TcpListener listener_;
-  std::string host_;
-  std::uint16_t port_;
-  std::uint64_t rate_;
-  std::atomic<bool> stop_{false};
-  Pacer forward_, back_;
-  std::mutex mu_;
-  std::vector<std::shared_ptr<wire::Connection>> conns_;
-  std::thread accept_;
-  std::vector<std::thread> pumps_;
-};
+  return sum;
+}
 
 // ---------------------------------------------------------------- escdr paths
 
@@ -377,15 +350,24 @@ class EscdrPaths {
                                      std::to_string(bandwidth == 0 ? kUnlimited : bandwidth),
                                      "--keep-paused", "--keep-source", "--timeout", "600"};
     if (!escdr) args.push_back("--no-escdr");
-    std::unique_ptr<Link> link;
+    std::unique_ptr<FaultyLink> link;
     if (wire_rate > 0) {
-      ESCDR_ASSIGN_OR_RETURN(auto hp, agent::ParseAgentAddress(cluster_.Address(dst)));
-      ESCDR_ASSIGN_OR_RETURN(link, Link::Start(hp.first, hp.second, wire_rate));
+      ESCDR_ASSIGN_OR_RETURN(link, FaultyLink::Start(cluster_.Address(dst)));
+      link->SetRate(wire_rate);
       args.insert(args.end(), {"--destination-address", link->address()});
     }
+    auto vm = cluster_.FindVm(src, kVm);
+    if (!vm) return Err(Status::NotFound(fmt::format("VM {} is not listed by agent {}", kVm, src)));
+    const pid_t src_qemu = static_cast<pid_t>(vm->pid);
+    const std::vector<pid_t> agents = {cluster_.AgentPid(src), cluster_.AgentPid(dst)};
+    const double cpu_src0 = CpuSum({src_qemu, agents[0]});
+    const double cpu_dst_agent0 = CpuSum({agents[1]});
     s.load_before = LoadAverage1();
     CliResult r = cluster_.Cli(args);
     s.load_after = LoadAverage1();
+    // Both QEMUs are still there (--keep-source, --keep-paused).
+    const double cpu_src1 = CpuSum({src_qemu, agents[0]});
+    const double cpu_dst_agent1 = CpuSum({agents[1]});
     if (!r.ok()) {
       return Err(Status::Aborted(fmt::format("escdr migrate {} {} -> {} failed: {}\nsource agent: {}\ndestination agent: {}",
                                              s.path, src, dst, r.err, cluster_.AgentLog(src), cluster_.AgentLog(dst))));
@@ -399,6 +381,12 @@ class EscdrPaths {
     // The CLI succeeded: from here on the VM's home is the destination.
     host_ = dst;
     const MigrationReport rep = agent::MigrationReportFromJson(out.value("report", json::object()));
+    const agent::VmInfo dest = agent::VmInfo::FromJson(out.value("destination_vm", json::object()));
+    const double cpu_dst_qemu = CpuSum({static_cast<pid_t>(dest.pid)});
+    if (cpu_src0 >= 0 && cpu_src1 >= 0) s.cpu_source_s = cpu_src1 - cpu_src0;
+    if (cpu_dst_agent0 >= 0 && cpu_dst_agent1 >= 0 && cpu_dst_qemu >= 0) {
+      s.cpu_destination_s = cpu_dst_agent1 - cpu_dst_agent0 + cpu_dst_qemu;
+    }
     s.donor = agent::StringOr(out, "donor");
     s.wire_bytes = static_cast<double>(rep.wire_bytes_sent + rep.wire_bytes_received);
     s.stream_bytes = static_cast<double>(rep.stream_bytes);
@@ -439,7 +427,6 @@ class EscdrPaths {
     for (const agent::VmRecord& rec : cluster_.Records(src)) {
       if (rec.name == kVm && rec.role == agent::VmRole::kMigrated) src_ram = rec.spec.ram_path;
     }
-    const agent::VmInfo dest = agent::VmInfo::FromJson(out.value("destination_vm", json::object()));
     if (src_ram.empty()) return Err(Status::NotFound("the kept source of " + std::string(kVm) + " on " + src));
     s.ram_check = DiffRam(src_ram, dest.ram_path);
     if (s.ram_check != "identical") {
@@ -479,7 +466,7 @@ class DirectPath {
   Status Start() {
     ESCDR_ASSIGN_OR_RETURN(dir_, TempDir::Create("escdr-migbench", "/dev/shm"));
     LaunchSpec spec;
-    spec.memory_mib = 256;
+    spec.memory_mib = kMemoryMib;
     spec.kernel = guest_dir_ + "/vmlinuz";
     spec.initrd = guest_dir_ + "/initrd.img";
     spec.append = EscdrPaths::Append(variant_.kaslr);
@@ -499,49 +486,44 @@ class DirectPath {
     return Status::OK();
   }
 
-  Result<Sample> Migrate(std::uint64_t bandwidth, std::uint64_t wire_rate) {
+  // One migration of the current QEMU to a new one, checked. `zstd`: the
+  // direct-zstd path (multifd, 4 channels, zstd); else plain `direct`.
+  Result<Sample> Migrate(std::uint64_t bandwidth, std::uint64_t wire_rate, bool zstd) {
     Sample s;
-    s.path = "direct";
+    s.path = zstd ? "direct-zstd" : "direct";
     s.from = fmt::format("qemu{}", generation_);
     s.to = fmt::format("qemu{}", generation_ + 1);
     LaunchSpec spec = current_->spec();
     SetPaths(spec, generation_ + 1);
-    spec.incoming = "defer";
-    spec.start_paused = true;
-    QemuProcessOptions o;
-    o.remove_ram_file = true;
+    DirectMigrationOptions o;
+    o.max_bandwidth = bandwidth == 0 ? kUnlimited : bandwidth;
+    o.multifd = zstd;
+    o.multifd_channels = 4;
+    o.multifd_compression = zstd ? "zstd" : "none";
+    o.destination_options.remove_ram_file = true;
+    // Every connection (the main one and multifd's) passes the relay, which
+    // counts their bytes and, with --wire-rate, paces them.
+    std::unique_ptr<FaultyLink> link;
+    o.route = [&](const std::string& host, std::uint16_t port) -> Result<std::string> {
+      ESCDR_ASSIGN_OR_RETURN(link, FaultyLink::Start(fmt::format("{}:{}", host, port)));
+      link->SetRate(wire_rate);
+      return link->address();
+    };
+    const pid_t src_pid = current_->pid();
+    const double cpu_src0 = CpuSum({src_pid});
     s.load_before = LoadAverage1();
-    const auto t0 = MonotonicClock::now();
-    ESCDR_ASSIGN_OR_RETURN(std::unique_ptr<QemuProcess> dst, QemuProcess::Start(spec, o));
-    ESCDR_ASSIGN_OR_RETURN(std::uint16_t port, FreePort());
-    const std::string incoming = fmt::format("tcp:127.0.0.1:{}", port);
-    ESCDR_RETURN_IF_ERROR(MigrateIncoming(dst->qmp(), incoming));
-    std::unique_ptr<Link> link;
-    if (wire_rate > 0) {
-      ESCDR_ASSIGN_OR_RETURN(link, Link::Start("127.0.0.1", port, wire_rate));
-    }
-    const std::string uri = link ? fmt::format("tcp:127.0.0.1:{}", link->port()) : incoming;
-    QmpClient& src = current_->qmp();
-    ESCDR_RETURN_IF_ERROR(SetMigrationCapabilities(src, {{"return-path", true}}));
-    ESCDR_RETURN_IF_ERROR(SetMigrationParameters(
-        src, {{"max-bandwidth", bandwidth == 0 ? kUnlimited : bandwidth}}));
-    ESCDR_RETURN_IF_ERROR(::escdr::Migrate(src, uri));
-    // Until the outgoing migration has set its state, the source (itself the
-    // destination of the previous run) reports that incoming migration,
-    // "completed" without RAM figures; wait for the outgoing one's figures.
-    MigrationInfo info;
-    for (const Deadline until = Deadline::After(seconds(600));;) {
-      ESCDR_ASSIGN_OR_RETURN(info, WaitForMigration(src, seconds(600), milliseconds(10)));
-      if (info.has_ram && info.total_time_ms > 0) break;
-      if (until.Expired()) return Err(Status::Timeout("direct: the source never reported its migration's figures"));
-      std::this_thread::sleep_for(milliseconds(10));
-    }
-    ESCDR_ASSIGN_OR_RETURN(MigrationInfo dinfo, WaitForMigration(dst->qmp(), seconds(600), milliseconds(10)));
-    (void)dinfo;
-    s.end_to_end_s = SecondsSince(t0);
+    ESCDR_ASSIGN_OR_RETURN(DirectMigrationResult m, MigrateDirect(current_->qmp(), spec, o));
     s.load_after = LoadAverage1();
-    s.wire_bytes = static_cast<double>(info.ram_transferred);
+    const double cpu_src1 = CpuSum({src_pid});
+    const double cpu_dst = CpuSum({m.destination->pid()});
+    if (cpu_src0 >= 0 && cpu_src1 >= 0) s.cpu_source_s = cpu_src1 - cpu_src0;
+    s.cpu_destination_s = cpu_dst;
+    const MigrationInfo& info = m.source;
+    s.end_to_end_s = static_cast<double>(m.elapsed.count()) / 1e6;
+    s.wire_bytes = static_cast<double>(link->forwarded());
+    s.connections = link->connections();
     s.stream_bytes = static_cast<double>(info.ram_transferred);
+    s.multifd_bytes = static_cast<double>(info.ram_multifd_bytes);
     s.qemu_total_s = static_cast<double>(info.total_time_ms) / 1000.0;
     s.qemu_downtime_ms = static_cast<double>(info.downtime_ms);
     s.qemu_downtime_bytes = static_cast<double>(info.ram_downtime_bytes);
@@ -549,16 +531,16 @@ class DirectPath {
     s.page_records = static_cast<double>(info.ram_normal);
     s.zero_records = static_cast<double>(info.ram_duplicate);
 
-    s.ram_check = DiffRam(current_->spec().ram_path, dst->spec().ram_path);
+    s.ram_check = DiffRam(current_->spec().ram_path, m.destination->spec().ram_path);
     if (s.ram_check != "identical") {
-      return Err(Status::Corruption("direct: destination RAM differs from the source's: " + s.ram_check));
+      return Err(Status::Corruption(s.path + ": destination RAM differs from the source's: " + s.ram_check));
     }
-    ESCDR_RETURN_IF_ERROR(Cont(dst->qmp()));
-    (void)current_->Stop();
-    current_ = std::move(dst);
+    ESCDR_RETURN_IF_ERROR(Cont(m.destination->qmp()));
+    (void)current_->Stop();  // the source, in postmigrate; its RAM file goes with it
+    current_ = std::move(m.destination);
     ++generation_;
     if (!CounterAdvances(current_->spec().serial_log)) {
-      return Err(Status::Aborted("direct: the guest does not count on at the destination: " +
+      return Err(Status::Aborted(s.path + ": the guest does not count on at the destination: " +
                                  SerialLogTail(current_->spec().serial_log)));
     }
     return s;
@@ -608,6 +590,9 @@ std::string Cell(const Stat& s, double scale, const char* spec) {
                      fmt::format(fmt::runtime(spec), s.max / scale));
 }
 
+// A CPU figure per GiB of guest RAM; -1 (no figure) stays -1.
+double PerGiB(double cpu_s) { return cpu_s < 0 ? -1 : cpu_s / Sample::GiB(); }
+
 template <typename F>
 Stat Field(const std::vector<Sample>& v, F f) {
   std::vector<double> x;
@@ -621,8 +606,9 @@ std::string Table(const std::string& variant, const std::vector<Sample>& all,
       "\n### {}\n\n"
       "| path | bandwidth | runs | wire MiB | QEMU stream MiB | wire / stream | QEMU total s | end-to-end s "
       "| downtime QEMU ms | downtime escdr ms | RAM sent stopped MiB | rounds | PAGE records | by position "
-      "| by content | fallbacks | donor scan ms | RAM |\n"
-      "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
+      "| by content | fallbacks | donor scan ms | CPU source s | CPU destination s | CPU source s/GiB "
+      "| CPU destination s/GiB | RAM |\n"
+      "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
       variant);
   for (std::uint64_t bw : bandwidths) {
     for (const std::string& path : paths) {
@@ -635,11 +621,12 @@ std::string Table(const std::string& variant, const std::vector<Sample>& all,
       const Stat ratio = Field(v, [](const Sample& s) { return s.wire_bytes / s.stream_bytes * 100; });
       std::size_t identical = 0;
       for (const Sample& s : v) identical += s.ram_check == "identical";
-      t += fmt::format("| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {}/{} identical |\n",
+      t += fmt::format("| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} "
+                       "| {} | {} | {} | {} | {}/{} identical |\n",
                        path, BandwidthName(bw), v.size(),
                        Cell(Field(v, [](const Sample& s) { return s.wire_bytes; }), kMiB, "{:.1f}"),
                        Cell(Field(v, [](const Sample& s) { return s.stream_bytes; }), kMiB, "{:.1f}"),
-                       path == "direct" ? std::string("(RAM only)") : Cell(ratio, 1, "{:.1f} %"),
+                       Cell(ratio, 1, "{:.1f} %"),
                        Cell(Field(v, [](const Sample& s) { return s.qemu_total_s; }), 1, "{:.2f}"),
                        Cell(Field(v, [](const Sample& s) { return s.end_to_end_s; }), 1, "{:.2f}"),
                        Cell(Field(v, [](const Sample& s) { return s.qemu_downtime_ms; }), 1, "{:.0f}"),
@@ -651,6 +638,10 @@ std::string Table(const std::string& variant, const std::vector<Sample>& all,
                        Cell(Field(v, [](const Sample& s) { return s.by_content; }), 1, "{:.0f}"),
                        Cell(Field(v, [](const Sample& s) { return s.fallbacks; }), 1, "{:.0f}"),
                        Cell(Field(v, [](const Sample& s) { return s.scan_ms; }), 1, "{:.0f}"),
+                       Cell(Field(v, [](const Sample& s) { return s.cpu_source_s; }), 1, "{:.2f}"),
+                       Cell(Field(v, [](const Sample& s) { return s.cpu_destination_s; }), 1, "{:.2f}"),
+                       Cell(Field(v, [](const Sample& s) { return PerGiB(s.cpu_source_s); }), 1, "{:.1f}"),
+                       Cell(Field(v, [](const Sample& s) { return PerGiB(s.cpu_destination_s); }), 1, "{:.1f}"),
                        identical, v.size());
     }
   }
@@ -675,6 +666,8 @@ std::vector<std::string> SplitList(const std::string& s) {
   }
   return out;
 }
+
+bool IsDirect(const std::string& path) { return path == "direct" || path == "direct-zstd"; }
 
 Result<Config> ParseArgs(int argc, char** argv) {
   Config c;
@@ -712,14 +705,15 @@ Result<Config> ParseArgs(int argc, char** argv) {
       c.settle_s = std::atoi(v.c_str());
     } else {
       return Err(Status::InvalidArgument(
-          "usage: migration_bench [--runs N] [--variants nokaslr,kaslr,busy] [--paths escdr,no-escdr,direct] "
+          "usage: migration_bench [--runs N] [--variants nokaslr,kaslr,busy] "
+          "[--paths escdr,no-escdr,direct,direct-zstd] "
           "[--bandwidths 125000000,0] [--wire-rate BYTES_PER_S] [--busy-mib MiB] [--json PATH] [--settle SECONDS] "
           "[--insecure]; unknown argument " + a));
     }
   }
   if (c.runs < 1) return Err(Status::InvalidArgument("--runs must be at least 1"));
   for (const std::string& p : c.paths) {
-    if (p != "escdr" && p != "no-escdr" && p != "direct") return Err(Status::InvalidArgument("unknown path " + p));
+    if (p != "escdr" && p != "no-escdr" && !IsDirect(p)) return Err(Status::InvalidArgument("unknown path " + p));
   }
   return c;
 }
@@ -729,8 +723,8 @@ Status RunVariant(const Config& cfg, const Variant& v, const std::string& guest_
   std::printf("== %s: booting guests (agent channels: %s)\n", v.name.c_str(),
               cfg.insecure ? "plaintext, --insecure" : "mutual TLS 1.3");
   std::fflush(stdout);
-  const bool want_escdr = std::ranges::any_of(cfg.paths, [](const std::string& p) { return p != "direct"; });
-  const bool want_direct = std::ranges::find(cfg.paths, "direct") != cfg.paths.end();
+  const bool want_escdr = !std::ranges::all_of(cfg.paths, IsDirect);
+  const bool want_direct = std::ranges::any_of(cfg.paths, IsDirect);
   std::optional<EscdrPaths> agents;
   std::optional<DirectPath> direct;
   if (want_escdr) {
@@ -748,20 +742,21 @@ Status RunVariant(const Config& cfg, const Variant& v, const std::string& guest_
       for (const std::string& path : cfg.paths) {
         if (g_stop) return Status::Aborted("interrupted");
         std::this_thread::sleep_for(seconds(cfg.settle_s));
-        Result<Sample> s = path == "direct" ? direct->Migrate(bw, cfg.wire_rate)
-                                            : agents->Migrate(path == "escdr", bw, cfg.wire_rate);
+        Result<Sample> s = IsDirect(path) ? direct->Migrate(bw, cfg.wire_rate, path == "direct-zstd")
+                                          : agents->Migrate(path == "escdr", bw, cfg.wire_rate);
         if (!s.has_value()) {
           return s.error().WithContext(fmt::format("{} run {} {} at {}", v.name, run, path, BandwidthName(bw)));
         }
         s->variant = v.name;
         s->bandwidth = bw;
         s->run = run;
-        std::printf("  run %d %-8s %-9s %s->%s wire %6.1f MiB stream %6.1f MiB  QEMU total %5.2f s  end-to-end %5.2f s  "
-                    "downtime QEMU %4.0f ms escdr %4.0f ms  pos %6.0f cont %5.0f fb %3.0f  load %.2f  RAM %s\n",
+        std::printf("  run %d %-11s %-9s %s->%s wire %6.1f MiB stream %6.1f MiB  QEMU total %5.2f s  end-to-end %5.2f s  "
+                    "downtime QEMU %4.0f ms escdr %4.0f ms  pos %6.0f cont %5.0f fb %3.0f  CPU src %.2f s dst %.2f s  "
+                    "load %.2f  RAM %s\n",
                     run, path.c_str(), BandwidthName(bw).c_str(), s->from.c_str(), s->to.c_str(),
                     s->wire_bytes / 1048576.0, s->stream_bytes / 1048576.0, s->qemu_total_s, s->end_to_end_s,
                     s->qemu_downtime_ms, s->escdr_downtime_ms, s->by_position, s->by_content, s->fallbacks,
-                    s->load_after, s->ram_check.c_str());
+                    s->cpu_source_s, s->cpu_destination_s, s->load_after, s->ram_check.c_str());
         std::fflush(stdout);
         samples.push_back(*s);
         save();
@@ -802,7 +797,7 @@ int Main(int argc, char** argv) {
   const double load_start = LoadAverage1();
   auto save = [&] {
     json doc = {{"guest_dir", *guest},
-                {"memory_mib", 256},
+                {"memory_mib", kMemoryMib},
                 {"runs", cfg->runs},
                 {"busy_mib", cfg->busy_mib},
                 {"unlimited_bandwidth", kUnlimited},

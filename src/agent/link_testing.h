@@ -14,8 +14,12 @@
 //   reset); connections made later pass again.
 //
 // Agents reach a destination through it with `escdr migrate
-// --destination-address <address()>`. The destructor shuts everything down
-// and joins its threads.
+// --destination-address <address()>`. With no rate, stall or cut it is a
+// plain byte-counting relay (forwarded(), forwarded_to_target()): the
+// benchmark and `escdr demo` put one in front of a destination QEMU to count
+// what a direct QEMU-to-QEMU migration puts on the wire, over all of its
+// connections (QEMU's multifd opens several). The destructor shuts
+// everything down and joins its threads.
 //
 // Thread safety: every method may be called from any thread.
 #ifndef ESCDR_AGENT_LINK_TESTING_H_
@@ -34,6 +38,7 @@
 #include <fmt/format.h>
 
 #include "escdr/agent/agent_client.h"
+#include "escdr/base/status.h"
 #include "escdr/sys/clock.h"
 #include "escdr/wire/socket.h"
 
@@ -44,6 +49,12 @@ class FaultyLink {
   explicit FaultyLink(std::string target) : target_(std::move(target)) {
     listener_.emplace(std::move(wire::TcpListener::Listen("127.0.0.1", 0).value()));
     accept_ = std::thread([this] { AcceptLoop(); });
+  }
+  // As the constructor, but a failure to listen is an error value instead of
+  // an exception (for code outside tests).
+  static Result<std::unique_ptr<FaultyLink>> Start(std::string target) {
+    ESCDR_ASSIGN_OR_RETURN(wire::TcpListener l, wire::TcpListener::Listen("127.0.0.1", 0));
+    return std::unique_ptr<FaultyLink>(new FaultyLink(std::move(target), std::move(l)));
   }
   ~FaultyLink() {
     stop_ = true;
@@ -77,12 +88,22 @@ class FaultyLink {
   }
   // Bytes forwarded so far, both directions.
   std::uint64_t forwarded() const { return forwarded_.load(); }
+  // Of those, the bytes forwarded from the connecting side to the target
+  // (a migration's source to its destination, return path excluded).
+  std::uint64_t forwarded_to_target() const { return forwarded_to_target_.load(); }
+  // Connections accepted and forwarded so far.
+  int connections() const { return connections_.load(); }
 
  private:
   struct Pacer {
     std::mutex mu;
     MonotonicClock::time_point next{};
   };
+
+  FaultyLink(std::string target, wire::TcpListener listener) : target_(std::move(target)) {
+    listener_.emplace(std::move(listener));
+    accept_ = std::thread([this] { AcceptLoop(); });
+  }
 
   void AcceptLoop() {
     while (!stop_) {
@@ -102,12 +123,15 @@ class FaultyLink {
       if (stop_) continue;
       conns_.push_back(a);
       conns_.push_back(b);
-      pumps_.emplace_back([this, a, b] { Pump(*a, *b, forward_); });
-      pumps_.emplace_back([this, a, b] { Pump(*b, *a, back_); });
+      ++connections_;
+      pumps_.emplace_back([this, a, b] { Pump(*a, *b, forward_, &forwarded_to_target_); });
+      pumps_.emplace_back([this, a, b] { Pump(*b, *a, back_, nullptr); });
     }
   }
 
-  void Pump(wire::Connection& from, wire::Connection& to, Pacer& pacer) {
+  // `direction_count`, if set, also counts what this direction forwarded.
+  void Pump(wire::Connection& from, wire::Connection& to, Pacer& pacer,
+            std::atomic<std::uint64_t>* direction_count) {
     std::vector<std::uint8_t> buf(16 << 10);
     while (!stop_) {
       while (stalled_ && !stop_) std::this_thread::sleep_for(std::chrono::milliseconds(20));
@@ -133,6 +157,7 @@ class FaultyLink {
         break;
       }
       forwarded_ += *n;
+      if (direction_count != nullptr) *direction_count += *n;
     }
     (void)to.ShutdownWrite();
   }
@@ -143,6 +168,8 @@ class FaultyLink {
   std::atomic<bool> stalled_{false};
   std::atomic<std::uint64_t> rate_{0};
   std::atomic<std::uint64_t> forwarded_{0};
+  std::atomic<std::uint64_t> forwarded_to_target_{0};
+  std::atomic<int> connections_{0};
   Pacer forward_, back_;
   std::mutex mu_;
   int cuts_ = 0;
