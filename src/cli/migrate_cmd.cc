@@ -223,6 +223,11 @@ void RunMigrate(const GlobalOptions& global, const MigrateArgs& a) {
   if (!a.dedup_budget.empty()) {
     auto budget = ParseBytes("--dedup-budget", a.dedup_budget, /*allow_zero=*/true);
     if (!budget.has_value()) give_up(budget.error());
+    const std::uint64_t most = std::uint64_t{wire::kMaxDedupPages} * kPageSize;
+    if (*budget > most) {
+      give_up(Status::InvalidArgument(fmt::format("--dedup-budget '{}' exceeds the protocol's {}",
+                                                  a.dedup_budget, HumanBytes(double(most)))));
+    }
     req.dedup_budget = *budget;
   }
   req.timeout = std::chrono::seconds(a.timeout_s);
