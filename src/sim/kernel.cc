@@ -76,7 +76,7 @@ class Channel {
 
 // What bounds a round besides the network, in B/s of stream (0: nothing).
 struct StreamLimits {
-  double max_bandwidth = 0;  // QEMU's max-bandwidth: its rate limiter, on the stream
+  double max_bandwidth = 0;  // escdr migrate --max-bandwidth: the rate cap, on the wire bytes
   double stream_rate = 0;    // how fast the source hypervisor writes the stream
 };
 
@@ -87,10 +87,10 @@ struct Outcome {
 
 // Runs `model` from the calling actor's host (the source) to `dst`, round by
 // round. A round is one comm of its wire bytes; under `limits` it also lasts
-// at least stream bytes / max-bandwidth (the comm's rate cap, scaled by
-// wire / stream: QEMU's limiter paces the stream, ESCDR sends a part of it)
-// and stream bytes / stream rate (an execution on the source host, on one
-// core, that overlaps the comm).
+// at least wire bytes / max-bandwidth (the comm's rate cap: escdr caps the
+// agents' connection and lifts QEMU's own limiter) and stream bytes / stream
+// rate (an execution on the source host, on one core, that overlaps the
+// comm).
 Outcome RunPrecopy(Precopy& model, sg4::Host* dst, const StreamLimits& limits) {
   const double start = sg4::Engine::get_clock();
   Channel channel(dst);
@@ -100,10 +100,7 @@ Outcome RunPrecopy(Precopy& model, sg4::Host* dst, const StreamLimits& limits) {
   while (true) {
     const double t0 = sg4::Engine::get_clock();
     double cap = 0;
-    if (limits.max_bandwidth > 0 && round.stream_bytes > 0) {
-      cap = limits.max_bandwidth * static_cast<double>(round.wire_bytes) /
-            static_cast<double>(round.stream_bytes);
-    }
+    if (limits.max_bandwidth > 0) cap = limits.max_bandwidth;
     sg4::ExecPtr produce;
     if (limits.stream_rate > 0 && round.stream_bytes > 0) {
       produce = sg4::this_actor::exec_init(static_cast<double>(round.stream_bytes) /
