@@ -17,9 +17,12 @@
 // "QEMU multifd+zstd" column does) and through a relay (FaultyLink) that
 // counts the bytes of every connection, multifd's included: QEMU 7.2 counts
 // uncompressed page bytes in ram.transferred, so the relay's count is the
-// direct paths' "on the wire".
+// direct paths' "on the wire". The bandwidth is a cap on the wire for every
+// path: `escdr migrate --max-bandwidth` caps the agents' connection (QEMU
+// uncapped), and on the direct paths the relay paces at it (QEMU uncapped,
+// as its own cap would count multifd pages before compression).
 //
-// each at QEMU max-bandwidth 125 MB/s (1 Gbit/s) and unlimited, several runs
+// each at a bandwidth of 125 MB/s (1 Gbit/s) and unlimited, several runs
 // each, interleaved (run 1 of every path and bandwidth, then run 2, ...) so
 // that the load of the shared machine falls on all paths alike. Guest
 // variants: `nokaslr` and `kaslr` (idle guests), and `busy` (nokaslr, the
@@ -43,10 +46,10 @@
 // as a deployment does; --insecure runs them in plaintext instead, to
 // measure what TLS costs.
 //
-// QEMU's max-bandwidth caps the stream QEMU writes, before escdr elides
-// anything, so it does not model a network link for escdr. --wire-rate does:
-// every migration connection (agent to agent, or QEMU to QEMU) then passes a
-// relay that forwards at most that many bytes/s in each direction.
+// --wire-rate models a network link in front of every path: every migration
+// connection (agent to agent, or QEMU to QEMU) then passes a relay that
+// forwards at most that many bytes/s in each direction (on the direct paths
+// the lower of it and the bandwidth).
 //
 // CPU: for every migration the utime+stime (/proc/PID/stat) the source side
 // and the destination side spent: the source QEMU (+ the source agent on the
@@ -54,8 +57,8 @@
 // destination QEMU (started by the migration, so all of it) + the
 // destination agent. The relay in this program is not counted.
 //
-// Bandwidth 0 means unlimited (max-bandwidth 64 GiB/s, which QEMU's rate
-// limiter never reaches here). Prints one markdown table per variant and
+// Bandwidth 0 means unlimited (--max-bandwidth 64 GiB/s for the agents, no
+// pacing in the direct paths' relay). Prints one markdown table per variant and
 // writes every run's figures to --json (default migration_bench.json).
 //
 // Cleanup: agents, their QEMUs, sockets and RAM files go with AgentCluster
@@ -496,7 +499,14 @@ class DirectPath {
     LaunchSpec spec = current_->spec();
     SetPaths(spec, generation_ + 1);
     DirectMigrationOptions o;
-    o.max_bandwidth = bandwidth == 0 ? kUnlimited : bandwidth;
+    // The bandwidth caps the bytes on the wire, as `escdr migrate
+    // --max-bandwidth` caps the agents' connection (QEMU uncapped there too):
+    // QEMU 7.2 charges its own max-bandwidth with multifd pages before
+    // compression, which would hold direct-zstd to the rate of bytes it
+    // does not send. So QEMU is uncapped and the relay paces.
+    o.max_bandwidth = kUnlimited;
+    std::uint64_t rate = bandwidth;
+    if (wire_rate > 0 && (rate == 0 || wire_rate < rate)) rate = wire_rate;
     o.multifd = zstd;
     o.multifd_channels = 4;
     o.multifd_compression = zstd ? "zstd" : "none";
@@ -506,7 +516,7 @@ class DirectPath {
     std::unique_ptr<FaultyLink> link;
     o.route = [&](const std::string& host, std::uint16_t port) -> Result<std::string> {
       ESCDR_ASSIGN_OR_RETURN(link, FaultyLink::Start(fmt::format("{}:{}", host, port)));
-      link->SetRate(wire_rate);
+      link->SetRate(rate);
       return link->address();
     };
     const pid_t src_pid = current_->pid();

@@ -42,8 +42,11 @@
 namespace escdr {
 
 struct DirectMigrationOptions {
-  // QEMU max-bandwidth of the source, bytes/s (QEMU's own default, 128 MiB/s,
-  // is what the agents use when not told otherwise). Must be > 0.
+  // QEMU max-bandwidth of the source, bytes/s (default: QEMU's own, 128
+  // MiB/s). Must be > 0. QEMU 7.2 charges it with multifd pages before
+  // compression; to cap what goes over the wire instead (as `escdr migrate
+  // --max-bandwidth` caps the agents' connection), set it high (64 GiB/s,
+  // which QEMU never reaches) and pace a relay in `route`.
   std::uint64_t max_bandwidth = 134217728;
   // QEMU's multifd capability: pages go over multifd_channels extra TCP
   // connections, each compressed with multifd_compression ("none", "zlib" or
