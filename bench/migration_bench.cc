@@ -168,6 +168,9 @@ struct Sample {
   double rounds = 0;
   double page_records = -1, zero_records = -1;
   double by_position = -1, by_content = -1, from_donor = -1, fallbacks = -1, window_full = -1;
+  // The wire codec (escdr paths): PAGE payloads sent as Dup entries, and the
+  // frames handed to the compressor against the bytes written for them.
+  double deduplicated = -1, codec_frame_bytes = -1, codec_wire_bytes = -1;
   double scan_ms = -1;  // the destination's donor scan (MigrationReport::scan_time)
   double load_before = 0, load_after = 0;  // 1-minute load average
   // CPU seconds (utime+stime) of the source QEMU (+ source agent) and of the
@@ -194,6 +197,8 @@ struct Sample {
             {"zero_records", zero_records}, {"pages_by_position", by_position},
             {"pages_by_content", by_content}, {"pages_from_donor", from_donor},
             {"fallbacks", fallbacks},     {"pages_window_full", window_full},
+            {"pages_deduplicated", deduplicated},
+            {"codec_frame_bytes", codec_frame_bytes}, {"codec_wire_bytes", codec_wire_bytes},
             {"donor_scan_ms", scan_ms},
             {"load1_before", load_before}, {"load1_after", load_after},
             {"cpu_source_s", cpu_source_s}, {"cpu_destination_s", cpu_destination_s},
@@ -406,6 +411,9 @@ class EscdrPaths {
     s.from_donor = static_cast<double>(rep.pages_from_donor);
     s.fallbacks = static_cast<double>(rep.fallbacks);
     s.window_full = static_cast<double>(rep.pages_window_full);
+    s.deduplicated = static_cast<double>(rep.pages_deduplicated);
+    s.codec_frame_bytes = static_cast<double>(rep.codec_frame_bytes);
+    s.codec_wire_bytes = static_cast<double>(rep.codec_wire_bytes);
     s.scan_ms = static_cast<double>(rep.scan_time.count()) / 1000.0;
 
     // The report's own invariants.
@@ -616,9 +624,9 @@ std::string Table(const std::string& variant, const std::vector<Sample>& all,
       "\n### {}\n\n"
       "| path | bandwidth | runs | wire MiB | QEMU stream MiB | wire / stream | QEMU total s | end-to-end s "
       "| downtime QEMU ms | downtime escdr ms | RAM sent stopped MiB | rounds | PAGE records | by position "
-      "| by content | fallbacks | donor scan ms | CPU source s | CPU destination s | CPU source s/GiB "
-      "| CPU destination s/GiB | RAM |\n"
-      "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
+      "| by content | deduplicated | compressed / frames | fallbacks | donor scan ms | CPU source s "
+      "| CPU destination s | CPU source s/GiB | CPU destination s/GiB | RAM |\n"
+      "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
       variant);
   for (std::uint64_t bw : bandwidths) {
     for (const std::string& path : paths) {
@@ -632,7 +640,7 @@ std::string Table(const std::string& variant, const std::vector<Sample>& all,
       std::size_t identical = 0;
       for (const Sample& s : v) identical += s.ram_check == "identical";
       t += fmt::format("| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} "
-                       "| {} | {} | {} | {} | {}/{} identical |\n",
+                       "| {} | {} | {} | {} | {} | {} | {}/{} identical |\n",
                        path, BandwidthName(bw), v.size(),
                        Cell(Field(v, [](const Sample& s) { return s.wire_bytes; }), kMiB, "{:.1f}"),
                        Cell(Field(v, [](const Sample& s) { return s.stream_bytes; }), kMiB, "{:.1f}"),
@@ -646,6 +654,14 @@ std::string Table(const std::string& variant, const std::vector<Sample>& all,
                        Cell(Field(v, [](const Sample& s) { return s.page_records; }), 1, "{:.0f}"),
                        Cell(Field(v, [](const Sample& s) { return s.by_position; }), 1, "{:.0f}"),
                        Cell(Field(v, [](const Sample& s) { return s.by_content; }), 1, "{:.0f}"),
+                       Cell(Field(v, [](const Sample& s) { return s.deduplicated; }), 1, "{:.0f}"),
+                       Cell(Field(v,
+                                  [](const Sample& s) {
+                                    return s.codec_frame_bytes > 0
+                                               ? s.codec_wire_bytes / s.codec_frame_bytes
+                                               : -1;
+                                  }),
+                            1, "{:.3f}"),
                        Cell(Field(v, [](const Sample& s) { return s.fallbacks; }), 1, "{:.0f}"),
                        Cell(Field(v, [](const Sample& s) { return s.scan_ms; }), 1, "{:.0f}"),
                        Cell(Field(v, [](const Sample& s) { return s.cpu_source_s; }), 1, "{:.2f}"),

@@ -13,6 +13,7 @@
 #include <fmt/format.h>
 
 #include "escdr/page/page.h"
+#include "escdr/page/page_ring.h"
 #include "escdr/qemu/stream_parser.h"
 #include "escdr/sys/clock.h"
 #include "escdr/wire/codec.h"
@@ -20,7 +21,6 @@
 #include "escdr/wire/dedup.h"
 #include "escdr/wire/frame_io.h"
 #include "escdr/wire/messages.h"
-#include "escdr/page/page_ring.h"
 #include "migrate/page_tag.h"
 #include "migrate/session_util.h"
 
