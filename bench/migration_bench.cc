@@ -176,6 +176,8 @@ struct Sample {
   // CPU seconds (utime+stime) of the source QEMU (+ source agent) and of the
   // destination QEMU (+ destination agent) during the migration.
   double cpu_source_s = -1, cpu_destination_s = -1;
+  // escdr paths: seconds the source agent spent in each phase (phase_s).
+  json phase_s = json::object();
   std::string ram_check;  // "identical" (anything else stops the program)
   std::string donor;
 
@@ -204,6 +206,7 @@ struct Sample {
             {"cpu_source_s", cpu_source_s}, {"cpu_destination_s", cpu_destination_s},
             {"cpu_source_s_per_gib", cpu_source_s < 0 ? -1 : cpu_source_s / GiB()},
             {"cpu_destination_s_per_gib", cpu_destination_s < 0 ? -1 : cpu_destination_s / GiB()},
+            {"phase_s", phase_s},
             {"ram_check", ram_check}};
   }
 };
@@ -415,6 +418,7 @@ class EscdrPaths {
     s.codec_frame_bytes = static_cast<double>(rep.codec_frame_bytes);
     s.codec_wire_bytes = static_cast<double>(rep.codec_wire_bytes);
     s.scan_ms = static_cast<double>(rep.scan_time.count()) / 1000.0;
+    if (auto it = out.find("phase_s"); it != out.end() && it->is_object()) s.phase_s = *it;
 
     // The report's own invariants.
     if (rep.rebuilt_bytes != rep.stream_bytes || rep.stream_bytes == 0) {

@@ -256,7 +256,10 @@ Result<MigrateOutRequest> MigrateOutRequest::FromJson(const json& j) {
 }
 
 json MigrateOutResult::ToJson() const {
+  json phases = json::object();
+  for (const auto& [name, seconds] : phase_s) phases[name] = seconds;
   return {{"report", MigrationReportToJson(report)},
+          {"phase_s", phases},
           {"qemu_total_time_ms", qemu_total_time_ms},
           {"qemu_downtime_ms", qemu_downtime_ms},
           {"qemu_downtime_bytes", qemu_downtime_bytes},
@@ -286,6 +289,11 @@ MigrateOutResult MigrateOutResult::FromJson(const json& j) {
     r.destination_vm = VmInfo::FromJson(*it);
   }
   if (auto it = j.find("elapsed_s"); it != j.end() && it->is_number()) r.elapsed_s = it->get<double>();
+  if (auto it = j.find("phase_s"); it != j.end() && it->is_object()) {
+    for (const auto& [name, seconds] : it->items()) {
+      if (seconds.is_number()) r.phase_s.emplace_back(name, seconds.get<double>());
+    }
+  }
   return r;
 }
 

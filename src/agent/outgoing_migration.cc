@@ -146,7 +146,13 @@ class OutgoingMigration final : public ActiveMigration {
   Status Commit();
   Status Recover(const Status& cause, OutPhase failed_in);
 
-  void SetPhase(OutPhase p) { phase_.store(p); }
+  void SetPhase(OutPhase p) {
+    const auto now = MonotonicClock::now();
+    std::lock_guard<std::mutex> lock(progress_mu_);
+    phase_times_.emplace_back(phase_.load(), std::chrono::duration<double>(now - phase_start_).count());
+    phase_start_ = now;
+    phase_.store(p);
+  }
   Status CancelledStatus() {
     std::lock_guard<std::mutex> lock(mu_);
     return cancelled_ ? Status::Aborted(fmt::format("migration cancelled: {}", cancel_reason_))
@@ -181,6 +187,9 @@ class OutgoingMigration final : public ActiveMigration {
 
   std::mutex progress_mu_;  // the last QEMU figures, for progress and errors
   MigrationInfo last_info_;
+  // Seconds spent in each phase left so far, in order (guarded by progress_mu_).
+  std::vector<std::pair<OutPhase, double>> phase_times_;
+  MonotonicClock::time_point phase_start_ = MonotonicClock::now();
   std::uint64_t max_throttle_ = 0;  // the highest cpu-throttle-percentage seen
 };
 
@@ -238,14 +247,21 @@ Result<MigrateOutResult> OutgoingMigration::Execute() {
   {
     std::lock_guard<std::mutex> lock(progress_mu_);
     result.qemu_cpu_throttle_max = max_throttle_;
+    for (const auto& [phase, seconds] : phase_times_) {
+      result.phase_s.emplace_back(OutPhaseName(phase), seconds);
+    }
   }
   result.destination_host = dest_host_;
   result.donor = donor_;
   result.note = note_;
   result.destination_vm = dest_vm_;
   result.elapsed_s = SecondsSince(start_);
-  spdlog::info("agent {}: migrated {} to {} in {:.2f} s: {}", agent_.host(), req_.vm, dest_host_,
-               result.elapsed_s, result.report.Summary());
+  std::string phases;
+  for (const auto& [name, seconds] : result.phase_s) {
+    phases += fmt::format("{}{} {:.3f} s", phases.empty() ? "" : ", ", name, seconds);
+  }
+  spdlog::info("agent {}: migrated {} to {} in {:.2f} s ({}): {}", agent_.host(), req_.vm,
+               dest_host_, result.elapsed_s, phases, result.report.Summary());
   return result;
 }
 
@@ -369,8 +385,7 @@ Status OutgoingMigration::Prepare() {
   params.kind = vm_.kind;
   params.migration_id = static_cast<std::uint64_t>(req_.migration_id);
   SourceOptions options;
-  if (req_.window_pages > 0) options.window_pages = req_.window_pages;
-  if (!req_.escdr || content_ == nullptr) options.window_pages = 0;
+
   options.wire_rate = req_.max_bandwidth > 0 ? req_.max_bandwidth : kDefaultMaxBandwidth;
   // The stream in flight is what is left to cross the wire when QEMU stops
   // the VM: at most 100 ms of the capped rate, even uncompressed (8 MiB at
@@ -378,6 +393,16 @@ Status OutgoingMigration::Prepare() {
   options.max_stream_in_flight = std::clamp<std::uint64_t>(
       options.wire_rate / 10, 2 * std::uint64_t{options.qemu_read_chunk},
       options.max_stream_in_flight);
+  // The references in flight are bounded by the budget (each stands for a
+  // page of stream), so a window of twice the budget's pages rarely fills;
+  // it is mapped and touched once per agent (PageRing's cache), 16 MiB at
+  // the default budget instead of 64.
+  options.window_pages =
+      req_.window_pages > 0
+          ? req_.window_pages
+          : static_cast<std::uint32_t>(std::clamp<std::uint64_t>(
+                2 * options.max_stream_in_flight / kPageSize, 1024, options.window_pages));
+  if (!req_.escdr || content_ == nullptr) options.window_pages = 0;
   if (req_.escdr) {
     ESCDR_ASSIGN_OR_RETURN(options.codec, wire::ParseCodecSpec(req_.compress.empty()
                                                                    ? wire::CodecSpec{}.ToString()

@@ -335,7 +335,7 @@ void RegisterMigrateCommand(CLI::App& app, GlobalOptions& global) {
                   "Threads that compress on the source agent (default 2)")
       ->check(CLI::Range(1, 64));
   cmd->add_option("--dedup-budget", a->dedup_budget,
-                  "In-migration dedup history on each side, bytes or with K, M, G (default 64M; "
+                  "In-migration dedup history on each side, bytes or with K, M, G (default 16M; "
                   "0 = off): a page already sent within it travels as a back-reference");
   cmd->add_option("--downtime-limit", a->downtime_limit_ms,
                   "QEMU's downtime limit in ms: the longest pause it aims for when it stops "

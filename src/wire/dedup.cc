@@ -73,6 +73,22 @@ void StreamHistory::Append(std::span<const std::uint8_t> bytes) {
   position_ += bytes.size();
 }
 
+void StreamHistory::Skip(std::uint64_t n) {
+  const std::size_t size = ring_.size_bytes();
+  if (size == 0 || n >= size) {
+    // Nothing, or everything, of the history is overwritten.
+    if (size != 0) std::memset(ring_.data(), 0, size);
+    position_ += n;
+    return;
+  }
+  std::uint8_t* base = ring_.data();
+  const std::size_t at = position_ % size;
+  const std::size_t first = std::min<std::size_t>(n, size - at);
+  std::memset(base + at, 0, first);
+  if (first < n) std::memset(base, 0, n - first);
+  position_ += n;
+}
+
 Status StreamHistory::CopyPage(std::uint64_t offset, std::uint64_t check, std::uint8_t* out) const {
   const std::size_t size = ring_.size_bytes();
   if (offset > position_ || position_ - offset < kPageSize || position_ - offset > size) {

@@ -80,5 +80,25 @@ TEST(StreamHistoryTest, OffsetsOutsideTheHistoryAreProtocolErrors) {
   EXPECT_EQ(h.position(), 4 * kPageSize);
 }
 
+TEST(StreamHistoryTest, SkippedBytesAreZerosNotWhatAnEarlierMigrationLeft) {
+  const auto a = Page(9);
+  {
+    auto h = StreamHistory::Create(3).value();
+    h.Append(a);
+    std::vector<std::uint8_t> out(kPageSize);
+    ASSERT_TRUE(h.CopyPage(0, Key(a), out.data()).ok());
+  }
+  // The next history of this size reuses the released ring (PageRing's
+  // cache), which still holds `a` at offset 0.
+  auto h = StreamHistory::Create(3).value();
+  h.Skip(kPageSize);
+  h.Append(Page(4));
+  std::vector<std::uint8_t> out(kPageSize);
+  Status s = h.CopyPage(0, Key(a), out.data());
+  EXPECT_EQ(s.code(), StatusCode::kCorruption) << s.message();
+  const std::vector<std::uint8_t> zeros(kPageSize, 0);
+  EXPECT_TRUE(h.CopyPage(0, Key(zeros), out.data()).ok());
+}
+
 }  // namespace
 }  // namespace escdr::wire

@@ -104,8 +104,10 @@ struct MigrateOutRequest {
   // Threads that compress on the source agent; 0 = the default (2).
   int codec_threads = 0;
   // Bytes of in-migration dedup history on each side (rounded down to
-  // pages); 0 turns dedup off. Default 64 MiB.
-  static constexpr std::uint64_t kDefaultDedupBudget = 64ull << 20;
+  // pages); 0 turns dedup off. Default 16 MiB: on the test guest it finds
+  // as many duplicates as 256 MiB (docs/benchmarks-codec.md), and each side
+  // maps and touches it once per agent (PageRing's cache).
+  static constexpr std::uint64_t kDefaultDedupBudget = 16ull << 20;
   std::uint64_t dedup_budget = kDefaultDedupBudget;
   // QEMU's own upper bound for downtime-limit (2,000 s).
   static constexpr std::uint32_t kMaxDowntimeLimitMs = 2000000;
@@ -141,6 +143,10 @@ struct MigrateOutResult {
   std::string note;                     // why nothing was saved, if so
   VmInfo destination_vm;                // the VM at its destination (paths, pid)
   double elapsed_s = 0;                 // the agent's whole migrate_out
+  // Seconds the source agent spent in each phase of the migration, in order
+  // ("checking", "connecting", "preparing", "setup", "iterating",
+  // "finishing", "committing"): where the time outside QEMU's own goes.
+  std::vector<std::pair<std::string, double>> phase_s;
 
   nlohmann::json ToJson() const;
   static MigrateOutResult FromJson(const nlohmann::json& j);

@@ -83,9 +83,9 @@ struct SourceOptions {
   int codec_threads = 2;
   // The in-migration dedup history, in pages, on both sides (each side keeps
   // this many pages of memory): a page whose bytes were sent within the last
-  // dedup_pages * 4 KiB of the stream travels as a Dup entry. Default 16384
-  // = 64 MiB. 0 turns dedup off.
-  std::uint32_t dedup_pages = 16384;
+  // dedup_pages * 4 KiB of the stream travels as a Dup entry. Default 4096
+  // = 16 MiB. 0 turns dedup off.
+  std::uint32_t dedup_pages = 4096;
   // Bytes per second on the connection to the destination, all frames
   // counted (the wire-side rate cap, wire-protocol §6); 0 = no limit.
   std::uint64_t wire_rate = 0;

@@ -79,8 +79,9 @@ class StreamHistory {
   // The next stream bytes, in order.
   void Append(std::span<const std::uint8_t> bytes);
   // `n` stream bytes that are not kept (a page that is still to come from the
-  // source); a Dup that names them fails its check.
-  void Skip(std::uint64_t n) { position_ += n; }
+  // source): the history holds zeros there, so a Dup that names them fails
+  // its check and can learn nothing of what the ring held before.
+  void Skip(std::uint64_t n);
 
   // Copies the kPageSize bytes at stream offset `offset` to `out` and checks
   // them. Errors: ProtocolError if they are not (all) in the history
