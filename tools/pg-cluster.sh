@@ -50,9 +50,13 @@ url_for() {
 
 # Starts the server of DIR/data: on the socket directory DIR/sock only.
 start_server() {
-  # fsync off: the data is thrown away, and tests run much faster.
+  # fsync off: the data is thrown away, and tests run much faster. With
+  # ESCDR_PG_DURABLE=1 a commit is on disk before it returns, as on a real
+  # server: a test that crashes the server must not lose what it committed.
+  local durability="-c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+  if [ "${ESCDR_PG_DURABLE:-0}" = 1 ]; then durability=""; fi
   as_owner "$1/pg_ctl" -D "$2/data" -l "$2/server.log" -w -t 60 \
-    -o "-c listen_addresses='' -k $2/sock -c fsync=off -c synchronous_commit=off -c full_page_writes=off" \
+    -o "-c listen_addresses='' -k $2/sock $durability" \
     start >/dev/null || die "the server did not start; see $2/server.log"
 }
 

@@ -16,6 +16,7 @@
 
 #include "agent/agent_impl.h"
 #include "agent/connections.h"
+#include "agent/interrupted_migration.h"
 #include "agent/json_util.h"
 #include "escdr/agent/control_protocol.h"
 #include "escdr/migrate/destination_session.h"
@@ -130,6 +131,7 @@ Status Agent::Impl::Init() {
   }
   Recover();
   monitor_ = std::thread([this] { MonitorLoop(); });
+  resolver_ = std::thread([this] { ResolveInterruptedMigrations(*this); });
   spdlog::info("agent {} serving on {} (state {}, inventory {}, {})", options_.name, address_,
                options_.state_dir, RedactUrl(options_.inventory_url),
                options_.tls ? "TLS 1.3 with " + options_.tls->description()
@@ -589,6 +591,7 @@ void Agent::Impl::Shutdown() {
   for (auto& m : active) m->Cancel(fmt::format("agent {} is shutting down", options_.name));
   monitor_cv_.notify_all();
   if (monitor_.joinable()) monitor_.join();
+  if (resolver_.joinable()) resolver_.join();
 }
 
 Agent::Impl::Peer Agent::Impl::Secure(std::unique_ptr<wire::Connection> raw) {

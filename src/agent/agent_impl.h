@@ -151,6 +151,9 @@ class Agent::Impl {
   std::mutex monitor_mu_;
   std::condition_variable monitor_cv_;
   std::thread monitor_;
+  // Resolves migrations a previous agent process left uncommitted
+  // (interrupted_migration.h).
+  std::thread resolver_;
 };
 
 // Runs the source side of a migration on `conn` (the CLI's control

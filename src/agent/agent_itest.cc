@@ -14,6 +14,8 @@
 #include "agent/connections.h"
 #include "agent/json_util.h"
 #include "escdr/agent/control_protocol.h"
+#include "escdr/qemu/qmp.h"
+#include "escdr/qemu/qmp_commands.h"
 #include "escdr/wire/socket.h"
 
 namespace escdr::agent {
@@ -154,6 +156,43 @@ TEST_F(AgentTest, VmOutlivesKilledAgentAndIsAdoptedOnRestart) {
   ASSERT_TRUE(cluster_.StartAgent("h1").ok());
   ASSERT_TRUE(cluster_.Cli({"vm", "stop", "v1"}).ok());
   EXPECT_TRUE(WaitUntil([&] { return ProcessGone(static_cast<pid_t>(before.pid)); }, seconds(30)));
+}
+
+// A source agent killed after its QEMU completed a migration and before the
+// commit leaves the guest stopped (QEMU postmigrate). Restarted, the agent
+// asks the destination of the VM's last migration, which never took the VM
+// over, and resumes the VM here (interrupted_migration.h).
+TEST_F(AgentTest, SourceStoppedByAnUncommittedMigrationRunsAgainAfterRestart) {
+  ASSERT_TRUE(cluster_.StartAgent("h1").ok());
+  ASSERT_TRUE(cluster_.Cli(CreateArgs(guest_, "v1")).ok());
+  ASSERT_TRUE(cluster_.StartAgent("h2").ok());
+  const auto vm = cluster_.FindVm("h1", "v1").value();
+  ASSERT_TRUE(CounterAdvances(vm.serial_log, seconds(300)));
+  // The inventory's migration to h2, as `escdr migrate` begins it.
+  auto inv = cluster_.OpenInventory().value();
+  ASSERT_TRUE(inv->BeginMigration("v1", "h2", "").has_value());
+  // The agent dies; its QEMU completes a migration (to nowhere), as the
+  // source QEMU of a real one does before the commit.
+  cluster_.KillAgent("h1");
+  {
+    auto qmp = QmpClient::Connect(vm.qmp_socket, seconds(10));
+    ASSERT_TRUE(qmp.has_value()) << qmp.error().ToString();
+    ASSERT_TRUE(Migrate(**qmp, "exec:cat > /dev/null").ok());
+    ASSERT_TRUE(WaitForMigration(**qmp, seconds(120)).has_value());
+    EXPECT_EQ(QueryStatus(**qmp).value_or(""), "postmigrate");
+  }
+  ASSERT_TRUE(cluster_.StartAgent("h1").ok());
+  EXPECT_TRUE(WaitUntil(
+      [&] {
+        auto now = cluster_.FindVm("h1", "v1");
+        return now.has_value() && now->run_state == "running";
+      },
+      seconds(60)))
+      << cluster_.AgentLog("h1");
+  EXPECT_TRUE(CounterAdvances(vm.serial_log));
+  EXPECT_EQ(cluster_.FindVm("h1", "v1")->pid, vm.pid);
+  EXPECT_NE(cluster_.AgentLog("h1").find("was not committed"), std::string::npos)
+      << cluster_.AgentLog("h1");
 }
 
 TEST_F(AgentTest, VmThatDiesIsNoticedAndMarkedStopped) {

@@ -718,7 +718,7 @@ Result<json> Demo::Run() {
   }
   if (back.empty()) return Err(Status::FailedPrecondition("no other host runs a VM of the kind"));
   Say("\n   ... and again without ESCDR (every page sent), to {}, which also runs a VM of the kind", back);
-  ESCDR_ASSIGN_OR_RETURN(json plain, Migrate(mover.name, {"--max-bandwidth", bw, "--no-escdr", "--to", back}, false));
+  ESCDR_ASSIGN_OR_RETURN(json plain, Migrate(mover.name, {"--no-escdr", "--to", back, "--max-bandwidth", bw}, false));
   ESCDR_ASSIGN_OR_RETURN(json direct, MigrateDirectly());
 
   if (!args_.json) PrintComparison(with, plain, direct);

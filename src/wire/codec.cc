@@ -348,24 +348,25 @@ CodecStats PackedWriter::stats() const {
   return s;
 }
 
-Status PackedWriter::WriteBatch(BatchPacker& packer, std::span<const std::uint8_t> frames,
-                                std::vector<std::uint8_t>* scratch) {
-  const std::uint64_t cpu0 = ThreadCpuMicros();
-  const bool packed = packer.Pack(frames, scratch);
-  cpu_micros_.fetch_add(ThreadCpuMicros() - cpu0, std::memory_order_relaxed);
-  Status s;
-  if (packed) {
-    s = writer_->WriteFrame(FrameType::kPacked, *scratch);
-  } else {
-    s = writer_->WriteEncoded(frames, 1);
-  }
+Status PackedWriter::Send(bool packed, std::span<const std::uint8_t> frames,
+                          const std::vector<std::uint8_t>& payload) {
+  Status s = packed ? writer_->WriteFrame(FrameType::kPacked, payload)
+                    : writer_->WriteEncoded(frames, 1);
   if (!s.ok()) return s;
   batches_.fetch_add(1, std::memory_order_relaxed);
   if (packed) batches_packed_.fetch_add(1, std::memory_order_relaxed);
   frame_bytes_.fetch_add(frames.size(), std::memory_order_relaxed);
-  wire_bytes_.fetch_add(packed ? kFrameHeaderSize + scratch->size() : frames.size(),
+  wire_bytes_.fetch_add(packed ? kFrameHeaderSize + payload.size() : frames.size(),
                         std::memory_order_relaxed);
   return Status::OK();
+}
+
+bool PackedWriter::Compress(BatchPacker& packer, std::span<const std::uint8_t> frames,
+                            std::vector<std::uint8_t>* payload) {
+  const std::uint64_t cpu0 = ThreadCpuMicros();
+  const bool packed = packer.Pack(frames, payload);
+  cpu_micros_.fetch_add(ThreadCpuMicros() - cpu0, std::memory_order_relaxed);
+  return packed;
 }
 
 Status PackedWriter::Write(const FrameBuffer& frames) {
@@ -384,7 +385,8 @@ Status PackedWriter::Write(const FrameBuffer& frames) {
   if (threads_ == 1) {
     inline_frames_.clear();
     for (auto seg : segments) inline_frames_.insert(inline_frames_.end(), seg.begin(), seg.end());
-    return WriteBatch(*inline_packer_, inline_frames_, &inline_scratch_);
+    const bool packed = Compress(*inline_packer_, inline_frames_, &inline_scratch_);
+    return Send(packed, inline_frames_, inline_scratch_);
   }
   std::unique_lock<std::mutex> lock(mu_);
   // Bounded: at most 2 * threads batches wait or are being compressed.
@@ -419,25 +421,14 @@ void PackedWriter::Worker() {
       job = std::move(jobs_.front());
       jobs_.pop_front();
     }
-    const std::uint64_t cpu0 = ThreadCpuMicros();
-    const bool packed = packer.Pack(job.frames, &scratch);
-    cpu_micros_.fetch_add(ThreadCpuMicros() - cpu0, std::memory_order_relaxed);
+    const bool packed = Compress(packer, job.frames, &scratch);
     std::unique_lock<std::mutex> lock(mu_);
     cv_.wait(lock, [&] { return stop_ || next_write_ == job.seq; });
     if (stop_) return;
-    Status s = Status::OK();
     if (error_.ok()) {
       // Our turn: no other worker writes until next_write_ moves on.
       lock.unlock();
-      s = packed ? writer_->WriteFrame(FrameType::kPacked, scratch)
-                 : writer_->WriteEncoded(job.frames, 1);
-      if (s.ok()) {
-        batches_.fetch_add(1, std::memory_order_relaxed);
-        if (packed) batches_packed_.fetch_add(1, std::memory_order_relaxed);
-        frame_bytes_.fetch_add(job.frames.size(), std::memory_order_relaxed);
-        wire_bytes_.fetch_add(packed ? kFrameHeaderSize + scratch.size() : job.frames.size(),
-                              std::memory_order_relaxed);
-      }
+      Status s = Send(packed, job.frames, scratch);
       lock.lock();
       if (!s.ok() && error_.ok()) error_ = s;
     }

@@ -57,7 +57,7 @@ Result<StreamHistory> StreamHistory::Create(std::uint32_t pages) {
 
 void StreamHistory::Append(std::span<const std::uint8_t> bytes) {
   const std::size_t size = ring_.size_bytes();
-  if (size == 0) {
+  if (size == 0 || bytes.empty()) {
     position_ += bytes.size();
     return;
   }

@@ -180,10 +180,14 @@ class PackedWriter {
   struct Job {
     std::uint64_t seq = 0;
     std::vector<std::uint8_t> frames;
-    bool taken = false;
   };
-  Status WriteBatch(BatchPacker& packer, std::span<const std::uint8_t> frames,
-                    std::vector<std::uint8_t>* scratch);
+  // Packs `frames` into *payload (false: they go as they are), counting
+  // the thread's CPU time.
+  bool Compress(BatchPacker& packer, std::span<const std::uint8_t> frames,
+                std::vector<std::uint8_t>* payload);
+  // Writes the batch (the Packed `payload`, or the `frames`) and counts it.
+  Status Send(bool packed, std::span<const std::uint8_t> frames,
+              const std::vector<std::uint8_t>& payload);
   void Worker();
 
   FrameWriter* writer_;
