@@ -49,6 +49,7 @@ Result<std::unique_ptr<QemuProcess>> QemuProcess::Start(const LaunchSpec& spec,
 
   SubprocessOptions sp;
   sp.argv = BuildQemuArgv(spec);
+  sp.env = QemuEnvPairs(spec);
   sp.stdout_path = log;
   sp.stderr_path = log;
   auto spawned = Subprocess::Spawn(sp);

@@ -84,7 +84,13 @@ Status ValidateLaunchSpec(const LaunchSpec& s) {
         "launch spec {}: incoming '{}' is not \"\", \"defer\" or a unix:/tcp:/exec:/fd: URI",
         s.name, s.incoming));
   }
-  if (s.qemu_binary.empty()) {
+  for (const std::string& e : s.qemu_env) {
+    if (e.find('=') == std::string::npos || e.front() == '=') {
+      return Status::InvalidArgument(
+          fmt::format("launch spec {}: qemu_env entry '{}' is not NAME=VALUE", s.name, e));
+    }
+  }
+  if (s.qemu_binary.empty() && s.qemu_command.empty()) {
     return Status::InvalidArgument(fmt::format("launch spec {} has no qemu_binary", s.name));
   }
   return Status::OK();
@@ -96,8 +102,9 @@ std::uint64_t GuestRamBytes(const LaunchSpec& spec) {
 
 std::vector<std::string> BuildQemuArgv(const LaunchSpec& s) {
   const std::uint64_t ram_kib = GuestRamBytes(s) / 1024;
-  std::vector<std::string> argv = {
-      s.qemu_binary,
+  std::vector<std::string> argv = s.qemu_command;
+  if (argv.empty()) argv.push_back(s.qemu_binary);
+  argv.insert(argv.end(), {
       "-name", s.name,
       "-accel", "tcg",
       "-machine", fmt::format("{},memory-backend=mem0", s.machine),
@@ -111,13 +118,23 @@ std::vector<std::string> BuildQemuArgv(const LaunchSpec& s) {
       "-serial", "file:" + s.serial_log,
       "-qmp", fmt::format("unix:{},server=on,wait=off", s.qmp_socket),
       "-kernel", s.kernel,
-  };
+  });
   if (!s.initrd.empty()) argv.insert(argv.end(), {"-initrd", s.initrd});
   if (!s.append.empty()) argv.insert(argv.end(), {"-append", s.append});
   if (s.start_paused) argv.push_back("-S");
   if (!s.incoming.empty()) argv.insert(argv.end(), {"-incoming", s.incoming});
   argv.insert(argv.end(), s.extra_args.begin(), s.extra_args.end());
   return argv;
+}
+
+std::vector<std::pair<std::string, std::string>> QemuEnvPairs(const LaunchSpec& s) {
+  std::vector<std::pair<std::string, std::string>> env;
+  for (const std::string& e : s.qemu_env) {
+    const std::size_t eq = e.find('=');
+    if (eq == std::string::npos) continue;  // refused by ValidateLaunchSpec
+    env.emplace_back(e.substr(0, eq), e.substr(eq + 1));
+  }
+  return env;
 }
 
 nlohmann::json LaunchSpecToJson(const LaunchSpec& s) {
@@ -127,6 +144,8 @@ nlohmann::json LaunchSpecToJson(const LaunchSpec& s) {
       {"append", s.append},       {"ram_path", s.ram_path},     {"qmp_socket", s.qmp_socket},
       {"serial_log", s.serial_log}, {"incoming", s.incoming},   {"start_paused", s.start_paused},
       {"extra_args", s.extra_args}, {"qemu_binary", s.qemu_binary},
+      {"qemu_version", s.qemu_version}, {"qemu_command", s.qemu_command},
+      {"qemu_env", s.qemu_env},
   };
 }
 
@@ -166,6 +185,9 @@ Result<LaunchSpec> LaunchSpecFromJson(const nlohmann::json& j) {
     read("start_paused", s.start_paused);
     read("extra_args", s.extra_args);
     read("qemu_binary", s.qemu_binary);
+    read("qemu_version", s.qemu_version);
+    read("qemu_command", s.qemu_command);
+    read("qemu_env", s.qemu_env);
   } catch (const nlohmann::json::exception& e) {
     return Err(Status::InvalidArgument(
         fmt::format("launch spec JSON key {} has the wrong type: {}", key, e.what())));

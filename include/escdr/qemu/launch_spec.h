@@ -16,6 +16,7 @@
 
 #include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -41,6 +42,13 @@ struct LaunchSpec {
   bool start_paused = false;       // -S: vCPUs stopped until `cont`
   std::vector<std::string> extra_args;           // appended verbatim
   std::string qemu_binary = "qemu-system-x86_64";  // path or name in $PATH
+  // The QEMU series the VM runs on ("7.2", "10.0"); "" = whichever QEMU
+  // starts it. Agents pick their QemuInstall (qemu_install.h) by it.
+  std::string qemu_version;
+  // From that QemuInstall: the argv before QEMU's own options (empty means
+  // {qemu_binary}) and extra environment, "NAME=VALUE".
+  std::vector<std::string> qemu_command;
+  std::vector<std::string> qemu_env;
 
   bool operator==(const LaunchSpec&) const = default;
 };
@@ -66,8 +74,12 @@ inline constexpr std::uint64_t kTcgRamPadBytes = 8192;
 // memory_mib MiB plus kTcgRamPadBytes.
 std::uint64_t GuestRamBytes(const LaunchSpec& spec);
 
-// The QEMU argv (argv[0] = spec.qemu_binary). Does not validate.
+// The QEMU argv: spec.qemu_command (or {spec.qemu_binary} if that is
+// empty), then QEMU's options. Does not validate.
 std::vector<std::string> BuildQemuArgv(const LaunchSpec& spec);
+
+// spec.qemu_env as (NAME, VALUE) pairs for SubprocessOptions::env.
+std::vector<std::pair<std::string, std::string>> QemuEnvPairs(const LaunchSpec& spec);
 
 // JSON round trip. Keys are the field names above; ToJson writes all of them.
 // FromJson takes missing keys from a default LaunchSpec, ignores unknown keys
