@@ -29,8 +29,8 @@ TEST(QemuVersionTest, VersionsAreDigitsAndDotsWithAtLeastTwoComponents) {
   for (const char* good : {"7.2", "7.2.19", "10.0.13", "0.0", "7.2.19.1", "123456789.1"}) {
     EXPECT_TRUE(IsQemuVersion(good)) << good;
   }
-  for (const char* bad : {"", "7", "7.", ".2", "7..2", "v7.2", "7.2-rc1", "7.2 ", " 7.2",
-                          "7.2.", "1234567890.1", "7,2", "%.2", "7._"}) {
+  for (const char* bad : {"", "7", "7.", ".2", "7..2", "v7.2", "7.2-rc1", "7.2 ", " 7.2", "7.2.",
+                          "1234567890.1", "7,2", "%.2", "7._"}) {
     EXPECT_FALSE(IsQemuVersion(bad)) << bad;
   }
 }

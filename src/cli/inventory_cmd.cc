@@ -64,7 +64,15 @@ json HostJson(const Host& h) {
           {"memory_reserved_mib", h.memory_reserved_mib},
           {"vcpus_reserved", h.vcpus_reserved},
           {"vm_count", h.vm_count},
-          {"created_at", h.created_at}};
+          {"created_at", h.created_at},
+          {"qemu_versions", h.qemu_versions}};
+}
+
+// "7.2.19 10.0.13", or "-" if the host reported none.
+std::string QemuColumn(const Host& h) {
+  std::string out;
+  for (const std::string& v : h.qemu_versions) out += (out.empty() ? "" : " ") + v;
+  return out.empty() ? "-" : out;
 }
 
 json VmJson(const Vm& v) {
@@ -77,7 +85,9 @@ json VmJson(const Vm& v) {
           {"launch_spec", v.launch_spec},
           {"ram_path", v.ram_path},
           {"created_at", v.created_at},
-          {"updated_at", v.updated_at}};
+          {"updated_at", v.updated_at},
+          {"qemu_version", v.qemu_version},
+          {"qemu_series", RunSeries(v)}};
 }
 
 json MigrationJson(const Migration& m) {
@@ -99,7 +109,8 @@ json MigrationJson(const Migration& m) {
           {"downtime_ms", f.downtime_ms},
           {"error", f.error},
           {"started_at", m.started_at},
-          {"finished_at", m.finished_at}};
+          {"finished_at", m.finished_at},
+          {"qemu_version", m.qemu_version}};
 }
 
 // The ranking of a decision as JSON, one object per candidate.
@@ -198,6 +209,7 @@ struct PolicyFlags {
 struct HostArgs {
   std::string name, agent, rack, pod, memory, state;
   long long vcpus = 0;
+  std::vector<std::string> qemu_versions;
 };
 
 void RunHostAdd(const GlobalOptions& global, const HostArgs& a) {
@@ -208,11 +220,14 @@ void RunHostAdd(const GlobalOptions& global, const HostArgs& a) {
   spec.pod = a.pod;
   spec.memory_mib = Unwrap(ParseMib("--memory", a.memory));
   spec.vcpus = Unwrap(ParseCount("--vcpus", a.vcpus));
+  spec.qemu_versions = a.qemu_versions;
   auto inv = Unwrap(OpenInventoryFromGlobal(global));
   Host h = Unwrap(inv->AddHost(spec));
   if (global.json) return PrintJson(HostJson(h));
-  std::printf("added host %s (%s, %u vCPUs)\n", h.name.c_str(), Mib(h.memory_mib).c_str(),
-              h.vcpus);
+  const std::string qemu =
+      h.qemu_versions.empty() ? "" : ", QEMU " + QemuVersionsText(h.qemu_versions);
+  std::printf("added host %s (%s, %u vCPUs%s)\n", h.name.c_str(), Mib(h.memory_mib).c_str(),
+              h.vcpus, qemu.c_str());
 }
 
 void RunHostList(const GlobalOptions& global) {
@@ -224,12 +239,12 @@ void RunHostList(const GlobalOptions& global) {
     return PrintJson(json{{"hosts", arr}});
   }
   Table t({"NAME", "STATE", "POD", "RACK", ">VMS", ">MEMORY USED", ">MEMORY", ">VCPUS USED",
-           ">VCPUS", ">RESERVED", "AGENT"});
+           ">VCPUS", ">RESERVED", "QEMU", "AGENT"});
   for (const Host& h : hosts) {
     t.AddRow({h.name, HostStateName(h.state), h.pod, h.rack, std::to_string(h.vm_count),
               Mib(h.memory_used_mib), Mib(h.memory_mib), std::to_string(h.vcpus_used),
               std::to_string(h.vcpus), h.memory_reserved_mib ? Mib(h.memory_reserved_mib) : "-",
-              h.agent_address});
+              QemuColumn(h), h.agent_address});
   }
   Print(t.Render());
 }
@@ -258,13 +273,14 @@ void RunHostShow(const GlobalOptions& global, const std::string& name) {
   t.AddRow({"vCPUs", fmt::format("{} used of {} ({} reserved)", h.vcpus_used, h.vcpus,
                                  h.vcpus_reserved)});
   t.AddRow({"VMs", std::to_string(h.vm_count)});
+  t.AddRow({"QEMU", QemuVersionsText(h.qemu_versions)});
   t.AddRow({"added", h.created_at});
   Print(t.Render());
   if (vms.empty()) return;
   std::printf("\n");
-  Table vt({"VM", "STATE", "KIND", ">MEMORY", ">VCPUS"});
+  Table vt({"VM", "STATE", "KIND", "QEMU", ">MEMORY", ">VCPUS"});
   for (const Vm& v : vms) {
-    vt.AddRow({v.name, VmStateName(v.state), v.kind.ToString(), Mib(v.memory_mib),
+    vt.AddRow({v.name, VmStateName(v.state), v.kind.ToString(), RunSeries(v), Mib(v.memory_mib),
                std::to_string(v.vcpus)});
   }
   Print(vt.Render());
@@ -288,7 +304,7 @@ void RunHostSetState(const GlobalOptions& global, const HostArgs& a) {
 // ------------------------------------------------------------------------- vm
 
 struct VmArgs {
-  std::string name, host, memory, state = "defined", launch_spec, ram_path;
+  std::string name, host, memory, state = "defined", launch_spec, ram_path, qemu_series;
   long long vcpus = 0;
   KindFlags kind;
   PolicyFlags policy;
@@ -300,6 +316,7 @@ void PrintPlacement(const GlobalOptions& global, const std::string& verb, const 
   if (global.json) {
     json doc{{"host", d.chosen ? json(plan.candidates[*d.chosen].name) : json(nullptr)},
              {"policy", flags.policy},
+             {"qemu_series", plan.qemu_series},
              {"hosts_total", plan.hosts_total},
              {"candidates", RankingJson(plan.candidates, d)}};
     if (placed) doc["vm"] = VmJson(*placed);
@@ -312,9 +329,10 @@ void PrintPlacement(const GlobalOptions& global, const std::string& verb, const 
     std::printf("no host has room\n");
   }
   if (flags.explain) {
-    std::printf("\n%s policy; %zu candidates preselected out of %llu hosts\n",
+    std::printf("\n%s policy; %zu candidates preselected out of %llu hosts (only hosts that run "
+                "QEMU %s)\n",
                 flags.policy.c_str(), plan.candidates.size(),
-                static_cast<unsigned long long>(plan.hosts_total));
+                static_cast<unsigned long long>(plan.hosts_total), plan.qemu_series.c_str());
     PrintRanking(plan.candidates, d, false, flags.limit);
   }
 }
@@ -329,6 +347,7 @@ void RunVmAdd(const GlobalOptions& global, const VmArgs& a) {
   spec.state = Unwrap(ParseVmState(a.state));
   spec.launch_spec = a.launch_spec;
   spec.ram_path = a.ram_path;
+  spec.qemu_version = a.qemu_series;
   Check(ValidateVmSpec(spec));
   auto inv = Unwrap(OpenInventoryFromGlobal(global));
   if (!spec.host.empty()) {
@@ -352,11 +371,13 @@ void RunVmList(const GlobalOptions& global, const std::string& host) {
     for (const Vm& v : vms) arr.push_back(VmJson(v));
     return PrintJson(json{{"vms", arr}});
   }
-  Table t({"NAME", "HOST", "STATE", "OS", "OS VERSION", "HYPERVISOR", "HV VERSION", ">MEMORY",
-           ">VCPUS"});
+  // QEMU: the series it runs on, which differs from HV VERSION (its kind's)
+  // after a migration to a newer QEMU.
+  Table t({"NAME", "HOST", "STATE", "OS", "OS VERSION", "HYPERVISOR", "HV VERSION", "QEMU",
+           ">MEMORY", ">VCPUS"});
   for (const Vm& v : vms) {
     t.AddRow({v.name, v.host, VmStateName(v.state), v.kind.os, v.kind.os_version,
-              v.kind.hypervisor, v.kind.hypervisor_version, Mib(v.memory_mib),
+              v.kind.hypervisor, v.kind.hypervisor_version, RunSeries(v), Mib(v.memory_mib),
               std::to_string(v.vcpus)});
   }
   Print(t.Render());
@@ -381,6 +402,9 @@ void RunVmShow(const GlobalOptions& global, const std::string& name) {
   t.AddRow({"host", v.host});
   t.AddRow({"state", VmStateName(v.state)});
   t.AddRow({"kind", v.kind.ToString()});
+  t.AddRow({"QEMU series", v.qemu_version.empty() ? RunSeries(v) + " (its kind's)"
+                                                  : v.qemu_version + " (migrated from " +
+                                                        v.kind.hypervisor_version + ")"});
   t.AddRow({"memory", Mib(v.memory_mib)});
   t.AddRow({"vCPUs", std::to_string(v.vcpus)});
   t.AddRow({"RAM file", v.ram_path.empty() ? "-" : v.ram_path});
@@ -435,6 +459,16 @@ void RunPlace(const GlobalOptions& global, const VmArgs& a) {
           "MiB, {} vCPUs)",
           demand.memory_mib, demand.vcpus, max_mem, max_cpu)));
     }
+    bool up = false, up_with_series = false;
+    for (const Host& h : hosts) {
+      if (h.state != HostState::kUp) continue;
+      up = true;
+      up_with_series = up_with_series || HostRunsQemuSeries(h, plan.qemu_series);
+    }
+    if (up && !up_with_series) {
+      Fail(Status::FailedPrecondition(
+          fmt::format("cannot place: no host that is up runs QEMU {}", plan.qemu_series)));
+    }
     if (a.policy.explain) PrintPlacement(global, "would place", "the VM", plan, a.policy, nullptr);
     Fail(Status::ResourceExhausted(fmt::format(
         "cannot place: no host has room for {} MiB and {} vCPUs now", demand.memory_mib,
@@ -444,19 +478,21 @@ void RunPlace(const GlobalOptions& global, const VmArgs& a) {
 }
 
 struct DestinationArgs {
-  std::string vm;
+  std::string vm, qemu_series;
   bool explain = false;
   std::size_t limit = 20;
 };
 
 void RunDestination(const GlobalOptions& global, const DestinationArgs& a) {
   auto inv = Unwrap(OpenInventoryFromGlobal(global));
-  DestinationPlan plan = Unwrap(inv->PlanDestination(a.vm));
+  DestinationPlan plan = Unwrap(inv->PlanDestination(a.vm, a.qemu_series));
   const Decision& d = plan.decision;
   const std::string chosen = d.chosen ? plan.candidates[*d.chosen].name : "";
   if (global.json) {
     PrintJson(json{{"vm", plan.vm},
                    {"kind", KindJson(plan.kind)},
+                   {"run_series", plan.run_series},
+                   {"qemu_series", plan.qemu_series},
                    {"source", plan.source},
                    {"destination", d.chosen ? json(chosen) : json(nullptr)},
                    {"has_donor", d.has_donor},
@@ -470,21 +506,28 @@ void RunDestination(const GlobalOptions& global, const DestinationArgs& a) {
   if (!d.chosen) {
     if (a.explain) PrintRanking(plan.candidates, d, true, a.limit);
     Fail(Status::ResourceExhausted(fmt::format(
-        "no destination for VM {}: no host other than {} has room for {} and {} vCPUs", a.vm,
-        plan.source, Mib(plan.demand.memory_mib), plan.demand.vcpus)));
+        "no destination for VM {}: no host other than {} has room for {} and {} vCPUs and runs "
+        "QEMU {}",
+        a.vm, plan.source, Mib(plan.demand.memory_mib), plan.demand.vcpus, plan.qemu_series)));
   }
+  const std::string upgrade =
+      plan.qemu_series == plan.run_series
+          ? ""
+          : fmt::format(" on QEMU {} (from {})", plan.qemu_series, plan.run_series);
   if (d.has_donor) {
-    std::printf("destination for %s: %s (donor %s; %s)\n", a.vm.c_str(), chosen.c_str(),
-                plan.donor.c_str(), d.ranking.front().reason.c_str());
+    std::printf("destination for %s: %s%s (donor %s; %s)\n", a.vm.c_str(), chosen.c_str(),
+                upgrade.c_str(), plan.donor.c_str(), d.ranking.front().reason.c_str());
   } else {
-    std::printf("destination for %s: %s (no donor: no host with room runs %s, so this migration "
-                "will save nothing)\n",
-                a.vm.c_str(), chosen.c_str(), plan.kind.ToString().c_str());
+    std::printf("destination for %s: %s%s (no donor: no host with room runs %s, so this "
+                "migration will save nothing)\n",
+                a.vm.c_str(), chosen.c_str(), upgrade.c_str(), plan.kind.ToString().c_str());
   }
   if (a.explain) {
-    std::printf("\nfrom %s; path costs from %s; %zu candidates out of %llu hosts\n",
+    std::printf("\nfrom %s; path costs from %s; %zu candidates out of %llu hosts (only hosts that "
+                "run QEMU %s)\n",
                 plan.source.c_str(), plan.link_graph ? "the link graph" : "rack and pod",
-                plan.candidates.size(), static_cast<unsigned long long>(plan.hosts_total));
+                plan.candidates.size(), static_cast<unsigned long long>(plan.hosts_total),
+                plan.qemu_series.c_str());
     PrintRanking(plan.candidates, d, true, a.limit);
   }
 }
@@ -532,13 +575,14 @@ void RunMigrationList(const GlobalOptions& global, const MigrationFilter& filter
     for (const Migration& m : log) arr.push_back(MigrationJson(m));
     return PrintJson(json{{"migrations", arr}});
   }
-  Table t({">ID", "VM", "OUTCOME", "FROM", "TO", "DONOR", ">ON WIRE", ">SAVED", ">FALLBACKS",
-           ">TIME", ">DOWNTIME", "STARTED"});
+  Table t({">ID", "VM", "OUTCOME", "FROM", "TO", "DONOR", "QEMU", ">ON WIRE", ">SAVED",
+           ">FALLBACKS", ">TIME", ">DOWNTIME", "STARTED"});
   for (const Migration& m : log) {
     const MigrationFigures& f = m.figures;
     const bool done = m.outcome != MigrationOutcome::kInProgress;
     t.AddRow({std::to_string(m.id), m.vm, MigrationOutcomeName(m.outcome), m.source,
               m.destination, m.donor.empty() ? "-" : m.donor,
+              m.qemu_version.empty() ? "-" : m.qemu_version,
               done ? HumanBytes(static_cast<double>(f.bytes_on_wire)) : "-",
               done ? HumanBytes(static_cast<double>(f.bytes_saved_position + f.bytes_saved_content))
                    : "-",
@@ -564,6 +608,10 @@ void RegisterInventory(CLI::App& app, GlobalOptions& global) {
   add->add_option("--rack", ha->rack, "Rack name (for path costs)");
   add->add_option("--pod", ha->pod, "Pod name (for path costs)");
   add->add_option("--agent", ha->agent, "Address of its escdr agent, host:port");
+  add->add_option("--qemu-version", ha->qemu_versions,
+                  "A full QEMU version the host runs, e.g. 7.2.19 (repeat, or separate with "
+                  "commas; default: not reported, the host is not filtered by QEMU series)")
+      ->delimiter(',');
   add->callback([&global, ha] { RunHostAdd(global, *ha); });
   host->add_subcommand("list", "List hosts with their use")->callback([&global] {
     RunHostList(global);
@@ -592,6 +640,8 @@ void RegisterInventory(CLI::App& app, GlobalOptions& global) {
   vadd->add_option("--state", va->state, "defined (default), running or stopped");
   vadd->add_option("--launch-spec", va->launch_spec, "Launch spec JSON, kept for the agent");
   vadd->add_option("--ram-path", va->ram_path, "Guest RAM file (memory-backend-file)");
+  vadd->add_option("--qemu-series", va->qemu_series,
+                   "The QEMU series it runs on, e.g. 10.0, if not --hypervisor-version");
   va->policy.AddTo(vadd);
   vadd->callback([&global, va] { RunVmAdd(global, *va); });
   auto vhost = std::make_shared<std::string>();
@@ -621,6 +671,8 @@ void RegisterInventory(CLI::App& app, GlobalOptions& global) {
   dest->add_option("VM", da->vm, "VM name")->required();
   dest->add_flag("--explain", da->explain, "Show every candidate host and why it won or lost");
   dest->add_option("--limit", da->limit, "Candidates shown by --explain (0: all; default 20)");
+  dest->add_option("--qemu-series", da->qemu_series,
+                   "The QEMU series to migrate to, e.g. 10.0 (default: the one it runs on)");
   dest->callback([&global, da] { RunDestination(global, *da); });
 
   CLI::App* link = GetOrAddSubcommand(

@@ -240,7 +240,8 @@ TEST_P(InventoryCliTest, UnreachableDatabaseAndNewerSchemaAreOneLineErrors) {
   Outcome newer = Run({"host", "add", "h", "--memory", "1G", "--vcpus", "1"});
   EXPECT_EQ(newer.exit_code, 1);
   EXPECT_EQ(newer.err, "escdr: database " + RedactUrl(db_->url()) +
-                           " has schema version 7; this escdr supports up to 1: upgrade escdr\n");
+                           " has schema version 7; this escdr supports up to " +
+                           std::to_string(kInventorySchemaVersion) + ": upgrade escdr\n");
 }
 
 TEST_P(InventoryCliTest, PlaceAndDestinationExplainTheirChoice) {
@@ -280,6 +281,56 @@ TEST_P(InventoryCliTest, PlaceAndDestinationExplainTheirChoice) {
   EXPECT_EQ(j["destination"], "c");
   EXPECT_EQ(j["has_donor"], true);
   EXPECT_EQ(j["donor"], "donor");
+}
+
+TEST_P(InventoryCliTest, QemuVersionsAreShownAndRespected) {
+  ASSERT_EQ(Run({"host", "add", "old", "--memory", "8G", "--vcpus", "8", "--qemu-version",
+                 "7.2.19"})
+                .exit_code,
+            0);
+  Outcome added = Run({"host", "add", "new", "--memory", "8G", "--vcpus", "8", "--qemu-version",
+                       "10.0.13,7.2.19"});
+  ASSERT_EQ(added.exit_code, 0) << added.err;
+  EXPECT_EQ(added.out, "added host new (8.0 GiB, 8 vCPUs, QEMU 7.2.19, 10.0.13)\n");
+  ASSERT_EQ(Run({"host", "add", "plain", "--memory", "8G", "--vcpus", "8"}).exit_code, 0);
+  Outcome bad = Run({"host", "add", "bad", "--memory", "8G", "--vcpus", "8", "--qemu-version",
+                     "ten"});
+  EXPECT_EQ(bad.exit_code, 1);
+  EXPECT_THAT(bad.err, HasSubstr("QEMU version 'ten' is not digits and dots"));
+
+  nlohmann::json hosts = Json({"host", "list"});
+  ASSERT_EQ(hosts["hosts"].size(), 3u);
+  EXPECT_EQ(hosts["hosts"][0]["name"], "new");
+  EXPECT_EQ(hosts["hosts"][0]["qemu_versions"], nlohmann::json({"7.2.19", "10.0.13"}));
+  EXPECT_EQ(hosts["hosts"][2]["qemu_versions"], nlohmann::json::array());
+  Outcome table = Run({"host", "list"});
+  ASSERT_EQ(table.exit_code, 0);
+  EXPECT_THAT(table.out, HasSubstr("QEMU"));
+  EXPECT_THAT(table.out, HasSubstr("7.2.19 10.0.13"));
+
+  // A 7.2 VM that runs 10.0 cannot be registered on a 7.2-only host.
+  Outcome refused = Run(VmAdd("v", {"--memory", "1G", "--vcpus", "1", "--host", "old",
+                                    "--state", "running", "--qemu-series", "10.0"}));
+  EXPECT_EQ(refused.exit_code, 1);
+  EXPECT_EQ(refused.err, "escdr: cannot add VM v: host old has no QEMU 10.0 (it runs 7.2.19)\n");
+  ASSERT_EQ(Run(VmAdd("v", {"--memory", "1G", "--vcpus", "1", "--host", "old", "--state",
+                            "running"}))
+                .exit_code,
+            0);
+  nlohmann::json vms = Json({"vm", "list"});
+  EXPECT_EQ(vms["vms"][0]["qemu_series"], "7.2");
+  EXPECT_EQ(vms["vms"][0]["qemu_version"], "");
+
+  Outcome up = Run({"destination", "v", "--qemu-series", "10.0", "--explain"});
+  ASSERT_EQ(up.exit_code, 0) << up.err;
+  EXPECT_THAT(up.out, StartsWith("destination for v: new on QEMU 10.0 (from 7.2)"));
+  EXPECT_THAT(up.out, HasSubstr("only hosts that run QEMU 10.0"));
+  nlohmann::json j = Json({"destination", "v", "--qemu-series", "10.0"});
+  EXPECT_EQ(j["run_series"], "7.2");
+  EXPECT_EQ(j["qemu_series"], "10.0");
+  Outcome older = Run({"destination", "v", "--qemu-series", "6.2"});
+  EXPECT_EQ(older.exit_code, 1);
+  EXPECT_THAT(older.err, HasSubstr("QEMU cannot migrate a VM from 7.2 to older 6.2"));
 }
 
 INSTANTIATE_TEST_SUITE_P(Backends, InventoryCliTest, ::testing::Values("sqlite", "postgres"),

@@ -14,6 +14,7 @@
 
 #include "inventory/inventory_testing.h"
 #include "inventory/pg_admin.h"
+#include "inventory/schema.h"
 #include "inventory/sql_db.h"
 
 namespace escdr {
@@ -26,10 +27,19 @@ using ::testing::StartsWith;
 const VmKind kDebian{"debian", "12", "qemu", "7.2"};
 const VmKind kDebian11{"debian", "11", "qemu", "7.2"};
 const VmKind kAlpine{"alpine", "3.19", "qemu", "7.2"};
+const VmKind kDebianOn10{"debian", "12", "qemu", "10.0"};
 
 HostSpec HostOf(std::string name, std::uint64_t mem = 16384, std::uint32_t cpus = 16,
                 std::string rack = "r1", std::string pod = "p1") {
   return {std::move(name), "", std::move(rack), std::move(pod), mem, cpus};
+}
+
+// A host that reports the QEMU versions `qemu`.
+HostSpec HostWithQemu(std::string name, std::vector<std::string> qemu, std::uint64_t mem = 16384,
+                      std::string rack = "r1", std::string pod = "p1") {
+  HostSpec h = HostOf(std::move(name), mem, 16, std::move(rack), std::move(pod));
+  h.qemu_versions = std::move(qemu);
+  return h;
 }
 
 VmSpec VmOf(std::string name, std::string host, VmKind kind = kDebian, std::uint64_t mem = 1024,
@@ -399,6 +409,129 @@ TEST_P(InventoryTest, PlaceVmWithDuplicateNameIsRefused) {
   EXPECT_EQ(MustGetHost("h1").vm_count, 1u);
 }
 
+// ------------------------------------------------------------ QEMU versions
+
+TEST_P(InventoryTest, HostQemuVersionsAreKeptSortedAndRegisterHostReplacesThem) {
+  MustAddHost(HostWithQemu("h1", {"10.0.13", "7.2.19", "7.2.5", "7.2.19"}));
+  EXPECT_THAT(MustGetHost("h1").qemu_versions, ElementsAre("7.2.5", "7.2.19", "10.0.13"))
+      << "oldest first (numerically), without duplicates";
+  MustAddHost(HostOf("plain"));
+  EXPECT_TRUE(MustGetHost("plain").qemu_versions.empty());
+  auto again = inv_->RegisterHost(HostWithQemu("h1", {"8.2.2"}));
+  ASSERT_TRUE(again.has_value()) << again.error().ToString();
+  EXPECT_THAT(again->qemu_versions, ElementsAre("8.2.2"));
+  auto listed = inv_->ListHosts();
+  ASSERT_TRUE(listed.has_value());
+  ASSERT_EQ(listed->size(), 2u);
+  EXPECT_THAT((*listed)[0].qemu_versions, ElementsAre("8.2.2"));
+  // An agent that reports nothing clears the list: unreported again.
+  ASSERT_TRUE(inv_->RegisterHost(HostOf("h1")).has_value());
+  EXPECT_TRUE(MustGetHost("h1").qemu_versions.empty());
+}
+
+TEST_P(InventoryTest, BadQemuVersionsAreRejected) {
+  for (const char* bad : {"7", "v7.2", "7.2 rc1", "7.2-rc1", "", "7..2", "10.0.13 7.2.19"}) {
+    auto r = inv_->AddHost(HostWithQemu("h", {bad}));
+    ASSERT_FALSE(r.has_value()) << bad;
+    EXPECT_TRUE(r.error().IsInvalidArgument()) << r.error().ToString();
+    EXPECT_THAT(r.error().message(), HasSubstr("QEMU version")) << bad;
+  }
+  EXPECT_TRUE(inv_->ListHosts()->empty());
+  MustAddHost(HostOf("h1"));
+  VmSpec full = VmOf("v", "h1");
+  full.qemu_version = "10.0.13";
+  auto r = inv_->AddVm(full);
+  ASSERT_FALSE(r.has_value());
+  EXPECT_TRUE(r.error().IsInvalidArgument());
+  EXPECT_THAT(r.error().message(), HasSubstr("QEMU series '10.0.13' is not major.minor"));
+}
+
+TEST_P(InventoryTest, AddVmRefusesAHostWithoutTheVmsQemuSeries) {
+  MustAddHost(HostWithQemu("old", {"7.2.19"}));
+  auto r = inv_->AddVm(VmOf("v", "old", kDebianOn10));
+  ASSERT_FALSE(r.has_value());
+  EXPECT_EQ(r.error().code(), StatusCode::kFailedPrecondition);
+  EXPECT_EQ(r.error().message(), "cannot add VM v: host old has no QEMU 10.0 (it runs 7.2.19)");
+  // A VM of a 7.2 kind that migrated to 10.0 runs 10.0: refused too.
+  VmSpec upgraded = VmOf("u", "old", kDebian);
+  upgraded.qemu_version = "10.0";
+  EXPECT_EQ(inv_->AddVm(upgraded).error().code(), StatusCode::kFailedPrecondition);
+  std::vector<VmSpec> batch = {VmOf("a", "old", kDebian), VmOf("b", "old", kDebianOn10)};
+  EXPECT_EQ(inv_->AddVms(batch).code(), StatusCode::kFailedPrecondition);
+  EXPECT_EQ(MustGetHost("old").vm_count, 0u) << "nothing of the refused adds was written";
+
+  MustAddVm(VmOf("v72", "old", kDebian));
+  MustAddHost(HostWithQemu("new", {"7.2.19", "10.0.13"}));
+  upgraded.host = "new";
+  MustAddVm(upgraded);
+  auto u = inv_->GetVm("u");
+  ASSERT_TRUE(u.has_value());
+  EXPECT_EQ(u->qemu_version, "10.0");
+  EXPECT_EQ(RunSeries(*u), "10.0");
+  VmSpec same = VmOf("s", "new", kDebian);
+  same.qemu_version = "7.2";
+  MustAddVm(same);
+  EXPECT_EQ(inv_->GetVm("s")->qemu_version, "") << "the kind's own series is stored as \"\"";
+  EXPECT_EQ(RunSeries(*inv_->GetVm("s")), "7.2");
+  // A host that reports no versions takes any series.
+  MustAddHost(HostOf("legacy"));
+  MustAddVm(VmOf("v10", "legacy", kDebianOn10));
+}
+
+TEST_P(InventoryTest, PlacementOnlyConsidersHostsRunningTheVmsSeries) {
+  MustAddHost(HostWithQemu("old", {"7.2.19"}));                 // least loaded
+  MustAddHost(HostWithQemu("new", {"7.2.19", "10.0.13"}));
+  MustAddHost(HostOf("legacy"));                                 // reports nothing
+  MustAddVm(VmOf("load-new", "new", kAlpine, 2048));
+  MustAddVm(VmOf("load-legacy", "legacy", kAlpine, 4096));
+  for (PlacementPolicy policy :
+       {PlacementPolicy::kSpread, PlacementPolicy::kPack, PlacementPolicy::kRandom}) {
+    PlacementOptions o;
+    o.policy = policy;
+    o.explain = true;
+    auto plan = inv_->PlanPlacement(kDebianOn10, {1024, 1}, o);
+    ASSERT_TRUE(plan.has_value()) << plan.error().ToString();
+    EXPECT_EQ(plan->qemu_series, "10.0");
+    std::set<std::string> names;
+    for (const HostView& h : plan->candidates) names.insert(h.name);
+    EXPECT_EQ(names, (std::set<std::string>{"new", "legacy"})) << PlacementPolicyName(policy);
+  }
+  auto placed = inv_->PlaceVm(VmOf("v10", "", kDebianOn10));
+  ASSERT_TRUE(placed.has_value()) << placed.error().ToString();
+  EXPECT_EQ(placed->vm.host, "new") << "the least loaded host that runs 10.0";
+  auto v72 = inv_->PlaceVm(VmOf("v72", "", kDebian));
+  ASSERT_TRUE(v72.has_value());
+  EXPECT_EQ(v72->vm.host, "old");
+  // A VM of a 7.2 kind that runs 10.0 needs a 10.0 host too.
+  ASSERT_TRUE(inv_->SetHostState("new", HostState::kDraining).ok());
+  VmSpec upgraded = VmOf("u", "", kDebian);
+  upgraded.qemu_version = "10.0";
+  auto u = inv_->PlaceVm(upgraded);
+  ASSERT_TRUE(u.has_value()) << u.error().ToString();
+  EXPECT_EQ(u->vm.host, "legacy") << "unreported hosts are not filtered out";
+  EXPECT_EQ(u->vm.qemu_version, "10.0");
+  EXPECT_EQ(inv_->GetVm("u")->qemu_version, "10.0");
+}
+
+TEST_P(InventoryTest, PlaceVmWithoutAHostRunningTheSeriesSaysSo) {
+  MustAddHost(HostWithQemu("old", {"7.2.19"}));
+  auto none = inv_->PlaceVm(VmOf("v", "", kDebianOn10));
+  ASSERT_FALSE(none.has_value());
+  EXPECT_EQ(none.error().code(), StatusCode::kFailedPrecondition);
+  EXPECT_EQ(none.error().message(), "cannot place VM v: no host that is up runs QEMU 10.0");
+  MustAddHost(HostWithQemu("new", {"10.0.13"}, 2048));
+  MustAddVm(VmOf("filler", "new", kDebianOn10, 2048));
+  auto full = inv_->PlaceVm(VmOf("v", "", kDebianOn10));
+  ASSERT_FALSE(full.has_value());
+  EXPECT_EQ(full.error().code(), StatusCode::kResourceExhausted);
+  EXPECT_THAT(full.error().message(),
+              HasSubstr("no host has room for 1024 MiB and 1 vCPUs (2 of 2 hosts up, 1 of them "
+                        "with QEMU 10.0)"));
+  auto plan = inv_->PlanPlacement(kDebianOn10, {1024, 1});
+  ASSERT_TRUE(plan.has_value());
+  EXPECT_FALSE(plan->decision.chosen.has_value()) << "old has room but no QEMU 10.0";
+}
+
 // ----------------------------------------------------------- destination
 
 class DestinationInventoryTest : public InventoryTest {
@@ -616,6 +749,138 @@ TEST_P(DestinationInventoryTest, BeginMigrationRefusesBadRequestsCleanly) {
             StatusCode::kNotFound);
 }
 
+// ------------------------------------------------- QEMU series of migrations
+
+TEST_P(DestinationInventoryTest, PlanDestinationOnlyConsidersHostsRunningTheTargetSeries) {
+  // rack-mate runs only 10.0; far only 7.2; src and pod-mate report nothing.
+  ASSERT_TRUE(inv_->RegisterHost(HostWithQemu("rack-mate", {"10.0.13"}, 16384, "r1", "p1"))
+                  .has_value());
+  ASSERT_TRUE(inv_->RegisterHost(HostWithQemu("far", {"7.2.19"}, 16384, "r1", "p2")).has_value());
+  MustAddVm(VmOf("d-far", "far", kDebian));
+  auto names = [](const DestinationPlan& p) {
+    std::set<std::string> out;
+    for (const HostView& h : p.candidates) out.insert(h.name);
+    return out;
+  };
+  auto plan = inv_->PlanDestination("vm");
+  ASSERT_TRUE(plan.has_value()) << plan.error().ToString();
+  EXPECT_EQ(plan->run_series, "7.2");
+  EXPECT_EQ(plan->qemu_series, "7.2");
+  EXPECT_EQ(Chosen(*plan), "far");
+  EXPECT_EQ(plan->donor, "d-far");
+  EXPECT_EQ(names(*plan).count("rack-mate"), 0u) << "rack-mate has no QEMU 7.2";
+  // A donor on rack-mate cannot be reached: rack-mate cannot hold the VM.
+  ASSERT_TRUE(inv_->RegisterHost(HostWithQemu("rack-mate", {"7.2.19", "10.0.13"}, 16384, "r1",
+                                              "p1")).has_value());
+  MustAddVm(VmOf("d-rack", "rack-mate", kDebian));
+  ASSERT_TRUE(inv_->RegisterHost(HostWithQemu("rack-mate", {"10.0.13"}, 16384, "r1", "p1"))
+                  .has_value());
+  plan = inv_->PlanDestination("vm");
+  ASSERT_TRUE(plan.has_value());
+  EXPECT_EQ(Chosen(*plan), "far");
+  // Upgrading to 10.0: far is out, rack-mate (and its donor) in.
+  plan = inv_->PlanDestination("vm", "10.0");
+  ASSERT_TRUE(plan.has_value()) << plan.error().ToString();
+  EXPECT_EQ(plan->qemu_series, "10.0");
+  EXPECT_EQ(plan->run_series, "7.2");
+  EXPECT_EQ(Chosen(*plan), "rack-mate");
+  EXPECT_EQ(plan->donor, "d-rack");
+  EXPECT_EQ(names(*plan).count("far"), 0u) << "far has no QEMU 10.0";
+  auto bad = inv_->PlanDestination("vm", "10");
+  ASSERT_FALSE(bad.has_value());
+  EXPECT_TRUE(bad.error().IsInvalidArgument());
+  auto older = inv_->PlanDestination("vm", "6.2");
+  ASSERT_FALSE(older.has_value());
+  EXPECT_EQ(older.error().code(), StatusCode::kFailedPrecondition);
+  EXPECT_EQ(older.error().message(),
+            "cannot choose a destination for VM vm: QEMU cannot migrate a VM from 7.2 to older "
+            "6.2");
+}
+
+TEST_P(DestinationInventoryTest, NoDestinationRunsTheSeriesIsAPlanWithoutChoice) {
+  for (const char* h : {"rack-mate", "pod-mate", "far"}) {
+    ASSERT_TRUE(inv_->RegisterHost(HostWithQemu(h, {"10.0.13"}, 16384, "r9", "p9")).has_value());
+  }
+  auto plan = inv_->PlanDestination("vm");
+  ASSERT_TRUE(plan.has_value()) << plan.error().ToString();
+  EXPECT_FALSE(plan->decision.chosen.has_value());
+  plan = inv_->PlanDestination("vm", "10.0");
+  ASSERT_TRUE(plan.has_value());
+  EXPECT_TRUE(plan->decision.chosen.has_value());
+}
+
+TEST_P(DestinationInventoryTest, BeginMigrationChecksTheTargetSeries) {
+  ASSERT_TRUE(inv_->RegisterHost(HostWithQemu("rack-mate", {"10.0.13"}, 16384, "r1", "p1"))
+                  .has_value());
+  auto missing = inv_->BeginMigration("vm", "rack-mate");
+  ASSERT_FALSE(missing.has_value());
+  EXPECT_EQ(missing.error().code(), StatusCode::kFailedPrecondition);
+  EXPECT_EQ(missing.error().message(),
+            "cannot migrate VM vm to rack-mate: destination rack-mate has no QEMU 7.2 (it runs "
+            "10.0.13)");
+  auto bad = inv_->BeginMigration("vm", "rack-mate", "", "10.0.13");
+  ASSERT_FALSE(bad.has_value());
+  EXPECT_TRUE(bad.error().IsInvalidArgument()) << bad.error().ToString();
+  auto older = inv_->BeginMigration("vm", "pod-mate", "", "6.2");
+  ASSERT_FALSE(older.has_value());
+  EXPECT_EQ(older.error().code(), StatusCode::kFailedPrecondition);
+  EXPECT_EQ(older.error().message(),
+            "cannot migrate VM vm to pod-mate: QEMU cannot migrate a VM from 7.2 to older 6.2");
+  // Nothing of the refused attempts was written.
+  EXPECT_EQ(inv_->GetVm("vm")->state, VmState::kRunning);
+  EXPECT_EQ(MustGetHost("rack-mate").memory_used_mib, 0u);
+  EXPECT_TRUE(inv_->ListMigrations()->empty());
+
+  // Upgrade 7.2 -> 10.0: the migration records its series, success moves the VM onto it.
+  auto up = inv_->BeginMigration("vm", "rack-mate", "", "10.0");
+  ASSERT_TRUE(up.has_value()) << up.error().ToString();
+  EXPECT_EQ(up->qemu_version, "10.0");
+  ASSERT_TRUE(inv_->FinishMigration(up->id, MigrationOutcome::kSucceeded, {}).has_value());
+  auto vm = inv_->GetVm("vm");
+  ASSERT_TRUE(vm.has_value());
+  EXPECT_EQ(vm->host, "rack-mate");
+  EXPECT_EQ(vm->qemu_version, "10.0");
+  EXPECT_EQ(RunSeries(*vm), "10.0");
+  EXPECT_EQ(vm->kind, kDebian) << "the kind (and so the donors) stay the same";
+
+  // Back to 7.2 is a downgrade, whether named or implied by a 7.2-only host.
+  ASSERT_TRUE(inv_->RegisterHost(HostWithQemu("far", {"7.2.19"}, 16384, "r1", "p2")).has_value());
+  auto down = inv_->BeginMigration("vm", "src", "", "7.2");
+  ASSERT_FALSE(down.has_value());
+  EXPECT_EQ(down.error().message(),
+            "cannot migrate VM vm to src: QEMU cannot migrate a VM from 10.0 to older 7.2");
+  auto to_far = inv_->BeginMigration("vm", "far");
+  ASSERT_FALSE(to_far.has_value());
+  EXPECT_THAT(to_far.error().message(), HasSubstr("destination far has no QEMU 10.0"));
+
+  // Without a series the VM stays on its run series (10.0); a failure keeps it.
+  auto again = inv_->BeginMigration("vm", "pod-mate");
+  ASSERT_TRUE(again.has_value()) << again.error().ToString();
+  EXPECT_EQ(again->qemu_version, "10.0");
+  ASSERT_TRUE(inv_->FinishMigration(again->id, MigrationOutcome::kFailed, {}).has_value());
+  vm = inv_->GetVm("vm");
+  EXPECT_EQ(vm->host, "rack-mate");
+  EXPECT_EQ(vm->qemu_version, "10.0");
+  auto plan = inv_->PlanDestination("vm");
+  ASSERT_TRUE(plan.has_value());
+  EXPECT_EQ(plan->run_series, "10.0");
+  EXPECT_NE(Chosen(*plan), "far");
+}
+
+TEST_P(DestinationInventoryTest, MigrationOnTheKindsSeriesStoresNoRunSeries) {
+  ASSERT_TRUE(inv_->RegisterHost(HostWithQemu("far", {"7.2.19", "10.0.13"}, 16384, "r1", "p2"))
+                  .has_value());
+  auto m = inv_->BeginMigration("vm", "far", "", "7.2");
+  ASSERT_TRUE(m.has_value()) << m.error().ToString();
+  EXPECT_EQ(m->qemu_version, "7.2");
+  ASSERT_TRUE(inv_->FinishMigration(m->id, MigrationOutcome::kSucceeded, {}).has_value());
+  EXPECT_EQ(inv_->GetVm("vm")->qemu_version, "") << "7.2 is the kind's own series";
+  auto listed = inv_->ListMigrations();
+  ASSERT_TRUE(listed.has_value());
+  ASSERT_EQ(listed->size(), 1u);
+  EXPECT_EQ((*listed)[0].qemu_version, "7.2");
+}
+
 // The inventory ranks a preselection of hosts gathered tier by tier; its
 // decisions must equal those of the pure functions over every host.
 TEST_P(InventoryTest, DecisionsEqualRankingEveryHost) {
@@ -631,6 +896,19 @@ TEST_P(InventoryTest, DecisionsEqualRankingEveryHost) {
     }
   }
   hosts.push_back(HostOf("nowhere", 8192, 8, "", ""));  // no rack, no pod
+  // QEMU versions (from their own generator, so the rest of the data set does
+  // not depend on them): most hosts run 7.2, some also 10.0, some report
+  // nothing, and a few run only 10.0 (no VM of these 7.2 kinds can go there).
+  std::mt19937_64 qemu_rng(7);
+  for (HostSpec& h : hosts) {
+    switch (qemu_rng() % 8) {
+      case 0: break;  // not reported
+      case 1: h.qemu_versions = {"10.0.13"}; break;
+      case 2:
+      case 3: h.qemu_versions = {"7.2.19", "10.0.13"}; break;
+      default: h.qemu_versions = {"7.2.19"}; break;
+    }
+  }
   ASSERT_TRUE(inv_->AddHosts(hosts).ok());
   for (const HostSpec& h : hosts) {
     if (rng() % 8 == 0) {
@@ -656,11 +934,13 @@ TEST_P(InventoryTest, DecisionsEqualRankingEveryHost) {
   auto all_vms = inv_->ListVms();
   ASSERT_TRUE(all_hosts.has_value() && all_vms.has_value());
   ASSERT_GT(all_vms->size(), 40u);
-  auto views = [&](const VmKind& kind, bool running_only, const std::string& except) {
+  // Every host, those without QEMU `series` marked as unable to take a VM.
+  auto views = [&](const VmKind& kind, bool running_only, const std::string& except,
+                   const std::string& series) {
     std::vector<HostView> out;
     for (const Host& h : *all_hosts) {
       HostView view{h.name, h.rack, h.pod, h.memory_mib, h.memory_used_mib, h.vcpus,
-                    h.vcpus_used, h.state == HostState::kUp, 0};
+                    h.vcpus_used, h.state == HostState::kUp && HostRunsQemuSeries(h, series), 0};
       for (const Vm& v : *all_vms) {
         if (v.host == h.name && v.kind == kind && v.name != except &&
             (!running_only || v.state == VmState::kRunning)) {
@@ -673,23 +953,34 @@ TEST_P(InventoryTest, DecisionsEqualRankingEveryHost) {
   };
   int with_donor = 0, without = 0;
   std::map<std::uint64_t, int> donor_at_cost;
+  int to_10 = 0;
   for (const Vm& vm : *all_vms) {
-    std::vector<HostView> every = views(vm.kind, true, vm.name);
-    std::size_t src = 0;
-    while (every[src].name != vm.host) ++src;
-    Decision want = ChooseDestination(every, src, {vm.memory_mib, vm.vcpus},
-                                      HierarchicalPathCost());
-    auto got = inv_->PlanDestination(vm.name);
-    ASSERT_TRUE(got.has_value()) << got.error().ToString();
-    ASSERT_EQ(got->decision.chosen.has_value(), want.chosen.has_value()) << vm.name;
-    if (!want.chosen) continue;
-    EXPECT_EQ(got->candidates[*got->decision.chosen].name, every[*want.chosen].name) << vm.name;
-    EXPECT_EQ(got->decision.has_donor, want.has_donor) << vm.name;
-    (want.has_donor ? with_donor : without)++;
-    if (want.has_donor) {
-      ++donor_at_cost[*HierarchicalPathCost().Cost(every[src], every[*want.chosen])];
+    // On the VM's own series, and upgrading it to 10.0.
+    for (const std::string series : {"", "10.0"}) {
+      std::vector<HostView> every =
+          views(vm.kind, true, vm.name, series.empty() ? RunSeries(vm) : series);
+      std::size_t src = 0;
+      while (every[src].name != vm.host) ++src;
+      Decision want = ChooseDestination(every, src, {vm.memory_mib, vm.vcpus},
+                                        HierarchicalPathCost());
+      auto got = inv_->PlanDestination(vm.name, series);
+      ASSERT_TRUE(got.has_value()) << got.error().ToString();
+      ASSERT_EQ(got->decision.chosen.has_value(), want.chosen.has_value()) << vm.name << series;
+      if (!want.chosen) continue;
+      EXPECT_EQ(got->candidates[*got->decision.chosen].name, every[*want.chosen].name)
+          << vm.name << " " << series;
+      EXPECT_EQ(got->decision.has_donor, want.has_donor) << vm.name << " " << series;
+      if (!series.empty()) {
+        ++to_10;
+        continue;
+      }
+      (want.has_donor ? with_donor : without)++;
+      if (want.has_donor) {
+        ++donor_at_cost[*HierarchicalPathCost().Cost(every[src], every[*want.chosen])];
+      }
     }
   }
+  EXPECT_GT(to_10, 10);
   EXPECT_GT(with_donor, 10);
   EXPECT_GT(without, 0);
   // Donors were found in the rack, in the pod and across pods: every tier ran.
@@ -698,7 +989,7 @@ TEST_P(InventoryTest, DecisionsEqualRankingEveryHost) {
   EXPECT_GT(donor_at_cost[4], 0);
   for (const VmKind& kind : kinds) {
     for (std::uint64_t mem : {1024u, 4096u, 8192u}) {
-      std::vector<HostView> every = views(kind, false, "");
+      std::vector<HostView> every = views(kind, false, "", kind.hypervisor_version);
       Decision want = ChoosePlacement(every, {mem, 2});
       PlacementOptions narrow;
       narrow.candidates_per_group = 1;  // the preselection must still hold the winner
@@ -779,7 +1070,84 @@ TEST_P(InventoryTest, NewerSchemaIsRefusedWithAClearMessage) {
   EXPECT_EQ(again.error().code(), StatusCode::kVersionMismatch);
   EXPECT_EQ(again.error().message(),
             "database " + RedactUrl(db_->url()) +
-                " has schema version 7; this escdr supports up to 1: upgrade escdr");
+                " has schema version 7; this escdr supports up to 2: upgrade escdr");
+}
+
+// A database written by the previous schema (1: no QEMU versions) opens
+// with all its data, and the new columns read as "not reported".
+TEST_P(InventoryTest, SchemaVersion1IsMigratedForwardKeepingItsData) {
+  if (!db_->shared()) GTEST_SKIP() << "an in-memory inventory cannot be reopened";
+  inv_.reset();
+  {
+    Result<std::unique_ptr<inventory_internal::SqlDb>> raw =
+        GetParam() == "postgres" ? inventory_internal::OpenPostgres(db_->url())
+                                 : inventory_internal::OpenSqlite(db_->url(), db_->url());
+    ASSERT_TRUE(raw.has_value()) << raw.error().ToString();
+    inventory_internal::SqlDb& db = **raw;
+    for (const char* table :
+         {"links", "migrations", "catalogs", "vms", "kinds", "hosts", "schema_version"}) {
+      ASSERT_TRUE(db.ExecScript(std::string("DROP TABLE ") + table).ok()) << table;
+    }
+    Status s = inventory_internal::EnsureSchemaVersion(db, 1);
+    ASSERT_TRUE(s.ok()) << s.ToString();
+    s = db.ExecScript(R"sql(
+INSERT INTO hosts (name, agent_address, rack, pod, memory_total_mib, vcpus_total, state,
+                   memory_used_mib, vcpus_used, vm_count, created_at)
+  VALUES ('h1', 'a:1', 'r1', 'p1', 8192, 8, 'up', 1024, 1, 1, '2026-01-01T00:00:00Z');
+INSERT INTO hosts (name, memory_total_mib, vcpus_total, created_at)
+  VALUES ('h2', 8192, 8, '2026-01-01T00:00:00Z');
+INSERT INTO kinds (os, os_version, hypervisor, hypervisor_version)
+  VALUES ('debian', '12', 'qemu', '7.2');
+INSERT INTO vms (name, host_id, kind_id, memory_mib, vcpus, state, created_at, updated_at)
+  VALUES ('v1', (SELECT id FROM hosts WHERE name = 'h1'), (SELECT id FROM kinds), 1024, 1,
+          'running', '2026-01-01T00:00:00Z', '2026-01-01T00:00:00Z');
+INSERT INTO migrations (vm, kind_id, source, destination, memory_mib, vcpus, outcome,
+                        bytes_on_wire, started_at, finished_at)
+  VALUES ('v1', (SELECT id FROM kinds), 'h0', 'h1', 1024, 1, 'succeeded', 4096,
+          '2026-01-01T00:00:00Z', '2026-01-01T00:00:01Z');
+)sql");
+    ASSERT_TRUE(s.ok()) << s.ToString();
+    auto version = db.Query("SELECT version FROM schema_version");
+    ASSERT_TRUE(version.has_value());
+    ASSERT_EQ(version->Int(0, 0), 1);
+  }
+  auto opened = OpenInventory(db_->url());
+  ASSERT_TRUE(opened.has_value()) << opened.error().ToString();
+  inv_ = std::move(*opened);
+  Host h1 = MustGetHost("h1");
+  EXPECT_EQ(h1.agent_address, "a:1");
+  EXPECT_EQ(h1.memory_used_mib, 1024u);
+  EXPECT_EQ(h1.vm_count, 1u);
+  EXPECT_TRUE(h1.qemu_versions.empty());
+  auto v1 = inv_->GetVm("v1");
+  ASSERT_TRUE(v1.has_value()) << v1.error().ToString();
+  EXPECT_EQ(v1->host, "h1");
+  EXPECT_EQ(v1->kind, kDebian);
+  EXPECT_EQ(v1->qemu_version, "");
+  EXPECT_EQ(RunSeries(*v1), "7.2");
+  auto log = inv_->ListMigrations();
+  ASSERT_TRUE(log.has_value());
+  ASSERT_EQ(log->size(), 1u);
+  EXPECT_EQ((*log)[0].figures.bytes_on_wire, 4096u);
+  EXPECT_EQ((*log)[0].qemu_version, "");
+  // The migrated database takes the new data.
+  ASSERT_TRUE(inv_->RegisterHost(HostWithQemu("h2", {"10.0.13"}, 8192)).has_value());
+  EXPECT_THAT(MustGetHost("h2").qemu_versions, ElementsAre("10.0.13"));
+  EXPECT_EQ(inv_->BeginMigration("v1", "h2").error().code(), StatusCode::kFailedPrecondition);
+  auto m = inv_->BeginMigration("v1", "h2", "", "10.0");
+  ASSERT_TRUE(m.has_value()) << m.error().ToString();
+  ASSERT_TRUE(inv_->FinishMigration(m->id, MigrationOutcome::kSucceeded, {}).has_value());
+  EXPECT_EQ(inv_->GetVm("v1")->qemu_version, "10.0");
+  inv_.reset();
+  {
+    Result<std::unique_ptr<inventory_internal::SqlDb>> raw =
+        GetParam() == "postgres" ? inventory_internal::OpenPostgres(db_->url())
+                                 : inventory_internal::OpenSqlite(db_->url(), db_->url());
+    ASSERT_TRUE(raw.has_value());
+    auto version = (*raw)->Query("SELECT version FROM schema_version");
+    ASSERT_TRUE(version.has_value());
+    EXPECT_EQ(version->Int(0, 0), kInventorySchemaVersion);
+  }
 }
 
 TEST_P(InventoryTest, TwoInventoriesOnOneDatabaseSeeEachOther) {

@@ -4,6 +4,8 @@
 
 #include <charconv>
 
+#include "escdr/base/qemu_version.h"
+
 namespace escdr {
 namespace {
 
@@ -70,6 +72,21 @@ Status ValidateAgentAddress(std::string_view host, std::string_view address) {
   if (ec != std::errc() || ptr != last || port == 0 || port > 65535) return bad();
   for (unsigned char c : address.substr(0, colon)) {
     if (c <= 0x20 || c >= 0x7f) return bad();
+  }
+  return Status::OK();
+}
+
+Status ValidateQemuVersions(std::string_view host, const std::vector<std::string>& versions) {
+  if (versions.size() > 16) {
+    return Status::InvalidArgument(fmt::format(
+        "host {}: {} QEMU versions given, at most 16 are allowed", host, versions.size()));
+  }
+  for (const std::string& v : versions) {
+    if (!IsQemuVersion(v)) {
+      return Status::InvalidArgument(fmt::format(
+          "host {}: QEMU version '{}' is not digits and dots like 7.2.19", host,
+          v.substr(0, 32)));
+    }
   }
   return Status::OK();
 }
@@ -144,7 +161,32 @@ Status ValidateHostSpec(const HostSpec& spec) {
   ESCDR_RETURN_IF_ERROR(ValidateAgentAddress(spec.name, spec.agent_address));
   ESCDR_RETURN_IF_ERROR(ValidateLabel(fmt::format("host {}: rack", spec.name), spec.rack));
   ESCDR_RETURN_IF_ERROR(ValidateLabel(fmt::format("host {}: pod", spec.name), spec.pod));
+  ESCDR_RETURN_IF_ERROR(ValidateQemuVersions(spec.name, spec.qemu_versions));
   return ValidateSizes("host", spec.name, spec.memory_mib, spec.vcpus);
+}
+
+bool HostRunsQemuSeries(const Host& host, std::string_view series) {
+  if (host.qemu_versions.empty()) return true;
+  const std::string want = QemuSeriesOf(series);
+  for (const std::string& v : host.qemu_versions) {
+    if (QemuSeriesOf(v) == want) return true;
+  }
+  return false;
+}
+
+std::string QemuVersionsText(const std::vector<std::string>& versions) {
+  if (versions.empty()) return "none reported";
+  std::string out;
+  for (const std::string& v : versions) out += (out.empty() ? "" : ", ") + v;
+  return out;
+}
+
+std::string RunSeries(const Vm& vm) {
+  return vm.qemu_version.empty() ? vm.kind.hypervisor_version : vm.qemu_version;
+}
+
+std::string RunSeries(const VmSpec& spec) {
+  return spec.qemu_version.empty() ? spec.kind.hypervisor_version : spec.qemu_version;
 }
 
 Status ValidateVmSpec(const VmSpec& spec) {
@@ -161,6 +203,11 @@ Status ValidateVmSpec(const VmSpec& spec) {
   }
   if (spec.ram_path.size() > 4096) {
     return Status::InvalidArgument(fmt::format("VM {}: RAM path is longer than 4096 bytes", spec.name));
+  }
+  if (!spec.qemu_version.empty() && !IsQemuSeries(spec.qemu_version)) {
+    return Status::InvalidArgument(fmt::format(
+        "VM {}: QEMU series '{}' is not major.minor like 7.2", spec.name,
+        spec.qemu_version.substr(0, 32)));
   }
   return Status::OK();
 }

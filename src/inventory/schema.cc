@@ -210,6 +210,20 @@ CREATE TABLE links (
   CHECK (a < b)
 );
 )sql"},
+    // 2: QEMU versions. A host's full versions, space-separated ("7.2.19
+    // 10.0.13", "" = not reported); the series a VM runs on when it is not
+    // its kind's ("" = the kind's); the target series of a migration.
+    {2,
+     R"sql(
+ALTER TABLE hosts ADD COLUMN qemu_versions TEXT NOT NULL DEFAULT '';
+ALTER TABLE vms ADD COLUMN qemu_version TEXT NOT NULL DEFAULT '';
+ALTER TABLE migrations ADD COLUMN qemu_version TEXT NOT NULL DEFAULT '';
+)sql",
+     R"sql(
+ALTER TABLE hosts ADD COLUMN qemu_versions TEXT NOT NULL DEFAULT '';
+ALTER TABLE vms ADD COLUMN qemu_version TEXT NOT NULL DEFAULT '';
+ALTER TABLE migrations ADD COLUMN qemu_version TEXT NOT NULL DEFAULT '';
+)sql"},
 };
 
 static_assert(std::size(kSteps) == kInventorySchemaVersion,
@@ -218,7 +232,7 @@ static_assert(std::size(kSteps) == kInventorySchemaVersion,
 // Any constant: serializes schema creation between processes on PostgreSQL.
 constexpr std::int64_t kSchemaLockKey = 0x65736364'72736368;  // "escdrsch"
 
-Status Migrate(SqlDb& db) {
+Status Migrate(SqlDb& db, int target) {
   if (db.dialect() == Dialect::kPostgres) {
     ESCDR_RETURN_IF_ERROR(StatusOf(db.Query("SELECT pg_advisory_xact_lock($1)", {kSchemaLockKey})));
   }
@@ -242,7 +256,7 @@ Status Migrate(SqlDb& db) {
                                    std::to_string(kInventorySchemaVersion) + ": upgrade escdr");
   }
   for (const Step& step : kSteps) {
-    if (step.version <= version) continue;
+    if (step.version <= version || step.version > target) continue;
     Status s = db.ExecScript(db.dialect() == Dialect::kSqlite ? step.sqlite : step.postgres);
     if (!s.ok()) {
       return s.WithContext("cannot upgrade the schema of " + db.url() + " to version " +
@@ -256,11 +270,13 @@ Status Migrate(SqlDb& db) {
 
 }  // namespace
 
-Status EnsureSchema(SqlDb& db) {
+Status EnsureSchema(SqlDb& db) { return EnsureSchemaVersion(db, kInventorySchemaVersion); }
+
+Status EnsureSchemaVersion(SqlDb& db, int version) {
   // A few attempts: another process may be creating the schema right now.
   for (int attempt = 0;; ++attempt) {
     ESCDR_RETURN_IF_ERROR(db.Begin(/*write=*/true));
-    Status s = Migrate(db);
+    Status s = Migrate(db, version);
     if (s.ok()) s = db.Commit();
     if (s.ok()) return s;
     db.Rollback();

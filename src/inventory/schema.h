@@ -9,9 +9,13 @@ namespace escdr::inventory_internal {
 
 // Brings `db` to kInventorySchemaVersion in one transaction (creating the
 // tables in an empty database). VersionMismatch if the database is newer:
-// "database <url> has schema version 7; this escdr supports up to 1: upgrade escdr".
+// "database <url> has schema version 7; this escdr supports up to 2: upgrade escdr".
 // REQUIRES: no transaction open on `db`.
 Status EnsureSchema(SqlDb& db);
+
+// The same, stopping at `version` (tests build databases of older versions
+// with it). REQUIRES: 1 <= version <= kInventorySchemaVersion.
+Status EnsureSchemaVersion(SqlDb& db, int version);
 
 }  // namespace escdr::inventory_internal
 

@@ -23,6 +23,8 @@
 #include <unordered_map>
 #include <unordered_set>
 
+#include "escdr/base/qemu_version.h"
+
 namespace escdr::inventory_internal {
 namespace {
 
@@ -35,8 +37,8 @@ constexpr I64 kPlacementLockKey = 0x65736364'72706c63;  // "escdrplc"
 const std::string kHostCols =
     "h.id, h.name, h.agent_address, h.rack, h.pod, h.memory_total_mib, h.vcpus_total, h.state, "
     "h.memory_used_mib, h.vcpus_used, h.memory_reserved_mib, h.vcpus_reserved, h.vm_count, "
-    "h.created_at";
-constexpr std::size_t kHostColCount = 14;
+    "h.created_at, h.qemu_versions";
+constexpr std::size_t kHostColCount = 15;
 
 // "Up, with room for $2 MiB and $3 vCPUs".
 const std::string kHasRoom =
@@ -45,7 +47,8 @@ const std::string kHasRoom =
 
 const std::string kVmCols =
     "v.id, v.name, h.name, k.os, k.os_version, k.hypervisor, k.hypervisor_version, "
-    "v.memory_mib, v.vcpus, v.state, v.launch_spec, v.ram_path, v.created_at, v.updated_at";
+    "v.memory_mib, v.vcpus, v.state, v.launch_spec, v.ram_path, v.created_at, v.updated_at, "
+    "v.qemu_version";
 const std::string kVmFrom =
     " FROM vms v JOIN hosts h ON h.id = v.host_id JOIN kinds k ON k.id = v.kind_id";
 
@@ -53,8 +56,61 @@ const std::string kMigrationCols =
     "m.id, m.vm, k.os, k.os_version, k.hypervisor, k.hypervisor_version, m.source, "
     "m.destination, m.donor, m.memory_mib, m.vcpus, m.outcome, m.bytes_on_wire, "
     "m.bytes_saved_position, m.bytes_saved_content, m.fallback_pages, m.total_ms, "
-    "m.downtime_ms, m.error, m.started_at, m.finished_at";
+    "m.downtime_ms, m.error, m.started_at, m.finished_at, m.qemu_version";
 const std::string kMigrationFrom = " FROM migrations m JOIN kinds k ON k.id = m.kind_id";
+
+// "Host h runs the QEMU series bound to $<param>": it reported no versions,
+// or one of its space-separated versions is that series ("7.2") or starts
+// with it and a dot ("7.2.19"). The parameter comes from SeriesParam().
+std::string RunsSeriesSql(int param) {
+  const std::string list = "(' ' || h.qemu_versions || ' ')";
+  const std::string p = "$" + std::to_string(param);
+  return "(h.qemu_versions = '' OR " + list + " LIKE ('% ' || " + p + " || ' %') OR " + list +
+         " LIKE ('% ' || " + p + " || '.%'))";
+}
+
+// The value for RunsSeriesSql(): the series of `series` if it is one (digits
+// and dots, so free of LIKE wildcards), else "-", which no reported version
+// matches (as in HostRunsQemuSeries()).
+std::string SeriesParam(std::string_view series) {
+  std::string s = QemuSeriesOf(series);
+  return IsQemuSeries(s) ? s : "-";
+}
+
+// Versions as stored: oldest first, no duplicates, space-separated.
+std::string QemuVersionsColumn(std::vector<std::string> versions) {
+  std::sort(versions.begin(), versions.end(), [](const std::string& a, const std::string& b) {
+    const int c = CompareQemuVersions(a, b);
+    return c != 0 ? c < 0 : a < b;
+  });
+  versions.erase(std::unique(versions.begin(), versions.end()), versions.end());
+  std::string out;
+  for (const std::string& v : versions) out += (out.empty() ? "" : " ") + v;
+  return out;
+}
+
+std::vector<std::string> SplitQemuVersions(std::string_view text) {
+  std::vector<std::string> out;
+  while (!text.empty()) {
+    const std::size_t sp = text.find(' ');
+    if (sp != 0) out.emplace_back(text.substr(0, sp));
+    if (sp == std::string_view::npos) break;
+    text.remove_prefix(sp + 1);
+  }
+  return out;
+}
+
+// What vms.qemu_version stores for run series `series` of a VM of `kind`:
+// "" when it is the kind's own.
+std::string StoredRunSeries(const VmKind& kind, std::string_view series) {
+  return series == kind.hypervisor_version ? std::string() : std::string(series);
+}
+
+// "host h1 has no QEMU 10.0 (it runs 7.2.19, 8.2.2)".
+std::string NoSeries(const Host& h, std::string_view role, std::string_view series) {
+  return fmt::format("{} {} has no QEMU {} (it runs {})", role, h.name, series,
+                     QemuVersionsText(h.qemu_versions));
+}
 
 std::string NowIso8601() {
   const std::time_t t = std::chrono::system_clock::to_time_t(std::chrono::system_clock::now());
@@ -96,6 +152,7 @@ HostRow ParseHost(const SqlRows& rows, std::size_t r, std::size_t c = 0) {
   h.vcpus_reserved = U32(rows, r, c + 11);
   h.vm_count = U32(rows, r, c + 12);
   h.created_at = rows.Text(r, c + 13);
+  h.qemu_versions = SplitQemuVersions(rows.Text(r, c + 14));
   return out;
 }
 
@@ -130,6 +187,7 @@ Vm ParseVm(const SqlRows& rows, std::size_t r) {
   v.ram_path = rows.Text(r, 11);
   v.created_at = rows.Text(r, 12);
   v.updated_at = rows.Text(r, 13);
+  v.qemu_version = rows.Text(r, 14);
   return v;
 }
 
@@ -153,6 +211,7 @@ Migration ParseMigration(const SqlRows& rows, std::size_t r) {
   m.figures.error = rows.Text(r, 18);
   m.started_at = rows.Text(r, 19);
   m.finished_at = rows.Text(r, 20);
+  m.qemu_version = rows.Text(r, 21);
   return m;
 }
 
@@ -225,9 +284,9 @@ class SqlInventory final : public Inventory {
         }
         ESCDR_RETURN_IF_ERROR(StatusOf(Q(
             "UPDATE hosts SET agent_address = $2, rack = $3, pod = $4, memory_total_mib = $5, "
-            "vcpus_total = $6 WHERE name = $1",
+            "vcpus_total = $6, qemu_versions = $7 WHERE name = $1",
             {spec.name, spec.agent_address, spec.rack, spec.pod, Signed(spec.memory_mib),
-             I64{spec.vcpus}})));
+             I64{spec.vcpus}, QemuVersionsColumn(spec.qemu_versions)})));
       }
       return HostOnly(FindHost(spec.name, false, ctx));
     });
@@ -331,9 +390,10 @@ class SqlInventory final : public Inventory {
             ESCDR_ASSIGN_OR_RETURN(kh.kind_id, CreateKind(spec.kind));
           }
           std::vector<I64> ids;
-          ESCDR_ASSIGN_OR_RETURN(PlacementPlan plan,
-                                 GatherPlacement(kh.kind_id, kh.hosts, demand, options, ids));
-          if (!plan.decision.chosen) return Err(NoRoom(demand, ctx));
+          ESCDR_ASSIGN_OR_RETURN(
+              PlacementPlan plan,
+              GatherPlacement(kh.kind_id, kh.hosts, demand, options, RunSeries(spec), ids));
+          if (!plan.decision.chosen) return Err(NoRoom(demand, RunSeries(spec), ctx));
           const std::size_t c = *plan.decision.chosen;
           // Take the room first: the conditional UPDATE locks the host row
           // and re-checks the room, so a concurrent AddVm that filled the
@@ -349,14 +409,18 @@ class SqlInventory final : public Inventory {
                                        " filled up concurrently"));
           }
           const std::string now = NowIso8601();
+          const std::string series = StoredRunSeries(spec.kind, spec.qemu_version);
           Status s = StatusOf(Q(
               "INSERT INTO vms (name, host_id, kind_id, memory_mib, vcpus, state, launch_spec, "
-              "ram_path, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9)",
+              "ram_path, created_at, updated_at, qemu_version) VALUES ($1, $2, $3, $4, $5, $6, "
+              "$7, $8, $9, $9, $10)",
               {spec.name, ids[c], kh.kind_id, Signed(spec.memory_mib), I64{spec.vcpus},
-               std::string_view(VmStateName(spec.state)), spec.launch_spec, spec.ram_path, now}));
+               std::string_view(VmStateName(spec.state)), spec.launch_spec, spec.ram_path, now,
+               series}));
           if (!s.ok()) return Err(Duplicate(s, ctx, "a VM of that name"));
-          Vm vm{spec.name, plan.candidates[c].name, spec.kind, spec.memory_mib, spec.vcpus,
-                spec.state, spec.launch_spec, spec.ram_path, now, now};
+          Vm vm{spec.name,        plan.candidates[c].name, spec.kind, spec.memory_mib,
+                spec.vcpus,       spec.state,              spec.launch_spec, spec.ram_path,
+                now,              now,                     series};
           return Placed{std::move(vm), std::move(plan)};
         },
         kPlacementLockKey);
@@ -455,23 +519,38 @@ class SqlInventory final : public Inventory {
     return Tx(false, [&]() -> Result<PlacementPlan> {
       ESCDR_ASSIGN_OR_RETURN(KindAndHosts kh, LookUpKind(kind, ""));
       std::vector<I64> ids;
-      return GatherPlacement(kh.kind_id, kh.hosts, demand, options, ids);
+      return GatherPlacement(kh.kind_id, kh.hosts, demand, options, kind.hypervisor_version, ids);
     });
   }
 
-  Result<DestinationPlan> PlanDestination(std::string_view vm) override {
-    return Tx(false, [&]() -> Result<DestinationPlan> { return GatherDestination(vm); });
+  Result<DestinationPlan> PlanDestination(std::string_view vm,
+                                          std::string_view qemu_series) override {
+    if (!qemu_series.empty() && !IsQemuSeries(qemu_series)) {
+      return Err(Status::InvalidArgument(fmt::format(
+          "cannot choose a destination for VM {}: QEMU series '{}' is not major.minor like 7.2",
+          vm, qemu_series.substr(0, 32))));
+    }
+    return Tx(false,
+              [&]() -> Result<DestinationPlan> { return GatherDestination(vm, qemu_series); });
   }
 
   // ------------------------------------------------------------- migrations
 
   Result<Migration> BeginMigration(std::string_view vm, std::string_view destination,
-                                   std::string_view donor) override {
+                                   std::string_view donor, std::string_view qemu_series) override {
     const std::string ctx = fmt::format("cannot migrate VM {} to {}", vm, destination);
+    if (!qemu_series.empty() && !IsQemuSeries(qemu_series)) {
+      return Err(Status::InvalidArgument(fmt::format(
+          "{}: QEMU series '{}' is not major.minor like 7.2", ctx, qemu_series.substr(0, 32))));
+    }
     return Tx(true, [&]() -> Result<Migration> {
+      // FOR UPDATE OF: lock the VM row only, not its kind.
       ESCDR_ASSIGN_OR_RETURN(
-          auto v, Q("SELECT id, host_id, kind_id, memory_mib, vcpus, state FROM vms "
-                    "WHERE name = $1" + ForUpdate(),
+          auto v, Q("SELECT v.id, v.host_id, v.kind_id, v.memory_mib, v.vcpus, v.state, "
+                    "v.qemu_version, k.hypervisor_version FROM vms v JOIN kinds k ON k.id = "
+                    "v.kind_id WHERE v.name = $1" +
+                        std::string(db_->dialect() == Dialect::kPostgres ? " FOR UPDATE OF v"
+                                                                         : ""),
                     {vm}));
       if (v.empty()) return Err(Status::NotFound(ctx + ": no such VM"));
       const I64 vm_id = v.Int(0, 0), source_id = v.Int(0, 1), kind_id = v.Int(0, 2);
@@ -479,6 +558,9 @@ class SqlInventory final : public Inventory {
       if (v.Text(0, 5) != VmStateName(VmState::kRunning)) {
         return Err(Status::FailedPrecondition(ctx + ": it is " + v.Text(0, 5) + ", not running"));
       }
+      const std::string run = v.Text(0, 6).empty() ? v.Text(0, 7) : v.Text(0, 6);
+      const std::string target = qemu_series.empty() ? run : std::string(qemu_series);
+      ESCDR_RETURN_IF_ERROR(CheckNotDowngrade(run, target, ctx));
       ESCDR_ASSIGN_OR_RETURN(HostRow dest, FindHost(destination, true, ctx));
       if (dest.id == source_id) {
         return Err(Status::InvalidArgument(ctx + ": it already runs there"));
@@ -486,6 +568,10 @@ class SqlInventory final : public Inventory {
       if (dest.host.state != HostState::kUp) {
         return Err(Status::FailedPrecondition(
             fmt::format("{}: the destination is {}", ctx, HostStateName(dest.host.state))));
+      }
+      if (!HostRunsQemuSeries(dest.host, target)) {
+        return Err(Status::FailedPrecondition(
+            fmt::format("{}: {}", ctx, NoSeries(dest.host, "destination", target))));
       }
       if (std::string why = RoomShortage(dest.host, demand); !why.empty()) {
         return Err(Status::ResourceExhausted(ctx + ": no room there (" + why + ")"));
@@ -515,10 +601,10 @@ class SqlInventory final : public Inventory {
                      {vm_id, now})));
       ESCDR_ASSIGN_OR_RETURN(
           auto ins, Q("INSERT INTO migrations (vm, kind_id, source, destination, donor, "
-                      "memory_mib, vcpus, outcome, started_at) VALUES ($1, $2, $3, $4, $5, $6, $7, "
-                      "'in-progress', $8) RETURNING id",
+                      "memory_mib, vcpus, outcome, started_at, qemu_version) VALUES ($1, $2, $3, "
+                      "$4, $5, $6, $7, 'in-progress', $8, $9) RETURNING id",
                       {vm, kind_id, src.Text(0, 0), destination, donor_name,
-                       Signed(demand.memory_mib), I64{demand.vcpus}, now}));
+                       Signed(demand.memory_mib), I64{demand.vcpus}, now, target}));
       return FindMigration(ins.Int(0, 0), false, ctx);
     });
   }
@@ -554,9 +640,15 @@ class SqlInventory final : public Inventory {
             Q("UPDATE hosts SET memory_reserved_mib = memory_reserved_mib - $2, vcpus_reserved = "
               "vcpus_reserved - $3, vm_count = vm_count + 1 WHERE id = $1",
               {dst_id, mem, cpu})));
+        // The VM now runs the migration's series ("" for a migration begun
+        // before schema 2: unknown, so unchanged).
+        const bool new_series = !m.qemu_version.empty();
         ESCDR_RETURN_IF_ERROR(StatusOf(
-            Q("UPDATE vms SET host_id = $2, state = 'running', updated_at = $3 WHERE id = $1",
-              {vm_id, dst_id, now})));
+            Q(new_series ? "UPDATE vms SET host_id = $2, state = 'running', updated_at = $3, "
+                           "qemu_version = $4 WHERE id = $1"
+                         : "UPDATE vms SET host_id = $2, state = 'running', updated_at = $3 "
+                           "WHERE id = $1",
+              {vm_id, dst_id, now, StoredRunSeries(m.kind, m.qemu_version)})));
       } else {
         ESCDR_RETURN_IF_ERROR(StatusOf(
             Q("UPDATE hosts SET memory_used_mib = memory_used_mib - $2, vcpus_used = vcpus_used "
@@ -815,16 +907,21 @@ class SqlInventory final : public Inventory {
 
   Status InsertHost(const HostSpec& spec, const std::string& ctx) {
     Status s = StatusOf(Q("INSERT INTO hosts (name, agent_address, rack, pod, memory_total_mib, "
-                          "vcpus_total, state, created_at) VALUES ($1, $2, $3, $4, $5, $6, 'up', "
-                          "$7)",
+                          "vcpus_total, state, created_at, qemu_versions) VALUES ($1, $2, $3, $4, "
+                          "$5, $6, 'up', $7, $8)",
                           {spec.name, spec.agent_address, spec.rack, spec.pod,
-                           Signed(spec.memory_mib), I64{spec.vcpus}, Now()}));
+                           Signed(spec.memory_mib), I64{spec.vcpus}, Now(),
+                           QemuVersionsColumn(spec.qemu_versions)}));
     return s.ok() ? s : Duplicate(s, ctx, "a host of that name");
   }
 
   // Inserts the VM on host `h` (locked by the caller) and takes its room.
   Status InsertVm(const VmSpec& spec, const HostRow& h, KindCache& kinds, const std::string& ctx) {
     const VmDemand demand{spec.memory_mib, spec.vcpus};
+    if (!HostRunsQemuSeries(h.host, RunSeries(spec))) {
+      return Status::FailedPrecondition(
+          fmt::format("{}: {}", ctx, NoSeries(h.host, "host", RunSeries(spec))));
+    }
     if (std::string why = RoomShortage(h.host, demand); !why.empty()) {
       return Status::ResourceExhausted(
           fmt::format("{}: host {} has no room ({})", ctx, h.host.name, why));
@@ -833,9 +930,11 @@ class SqlInventory final : public Inventory {
     const std::string now = NowIso8601();
     Status s = StatusOf(Q(
         "INSERT INTO vms (name, host_id, kind_id, memory_mib, vcpus, state, launch_spec, "
-        "ram_path, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9)",
+        "ram_path, created_at, updated_at, qemu_version) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, "
+        "$9, $9, $10)",
         {spec.name, h.id, kind_id, Signed(spec.memory_mib), I64{spec.vcpus},
-         std::string_view(VmStateName(spec.state)), spec.launch_spec, spec.ram_path, now}));
+         std::string_view(VmStateName(spec.state)), spec.launch_spec, spec.ram_path, now,
+         StoredRunSeries(spec.kind, spec.qemu_version)}));
     if (!s.ok()) return Duplicate(s, ctx, "a VM of that name");
     // The WHERE clause repeats the room check so that the database itself
     // refuses an over-commit even if the row was not locked.
@@ -850,11 +949,13 @@ class SqlInventory final : public Inventory {
     return Status::OK();
   }
 
-  // The error for "no host can take this VM": too big for any host, or no
-  // room anywhere right now.
-  Status NoRoom(const VmDemand& d, const std::string& ctx) {
-    auto rows = Q("SELECT count(*), max(memory_total_mib), max(vcpus_total), "
-                  "sum(CASE WHEN state = 'up' THEN 1 ELSE 0 END) FROM hosts");
+  // The error for "no host can take this VM": too big for any host, no host
+  // that is up runs QEMU `series`, or no room anywhere right now.
+  Status NoRoom(const VmDemand& d, std::string_view series, const std::string& ctx) {
+    auto rows = Q("SELECT count(*), max(h.memory_total_mib), max(h.vcpus_total), "
+                  "sum(CASE WHEN h.state = 'up' THEN 1 ELSE 0 END), sum(CASE WHEN h.state = 'up' "
+                  "AND " + RunsSeriesSql(1) + " THEN 1 ELSE 0 END) FROM hosts h",
+                  {SeriesParam(series)});
     if (!rows) return rows.error();
     const I64 hosts = rows->Int(0, 0);
     if (hosts == 0) return Status::ResourceExhausted(ctx + ": the inventory has no hosts");
@@ -865,9 +966,26 @@ class SqlInventory final : public Inventory {
           "{}: it needs {} MiB and {} vCPUs, more than any host has (largest: {} MiB, {} vCPUs)",
           ctx, d.memory_mib, d.vcpus, max_mem, max_cpu));
     }
+    const I64 up = rows->Int(0, 3), up_with_series = rows->Int(0, 4);
+    if (up > 0 && up_with_series == 0) {
+      return Status::FailedPrecondition(
+          fmt::format("{}: no host that is up runs QEMU {}", ctx, series));
+    }
     return Status::ResourceExhausted(fmt::format(
-        "{}: no host has room for {} MiB and {} vCPUs ({} of {} hosts up)", ctx, d.memory_mib,
-        d.vcpus, rows->Int(0, 3), hosts));
+        "{}: no host has room for {} MiB and {} vCPUs ({} of {} hosts up{})", ctx, d.memory_mib,
+        d.vcpus, up, hosts,
+        up_with_series < up ? fmt::format(", {} of them with QEMU {}", up_with_series, series)
+                            : ""));
+  }
+
+  // FailedPrecondition if `target` is an older QEMU series than `run`.
+  static Status CheckNotDowngrade(std::string_view run, std::string_view target,
+                                  const std::string& ctx) {
+    if (IsQemuVersion(run) && IsQemuVersion(target) && CompareQemuVersions(target, run) < 0) {
+      return Status::FailedPrecondition(fmt::format(
+          "{}: QEMU cannot migrate a VM from {} to older {}", ctx, run, target));
+    }
+    return Status::OK();
   }
 
   // Hosts that run VMs of kind `kind_id`, with the count per host.
@@ -907,9 +1025,13 @@ class SqlInventory final : public Inventory {
   // ranked. `ids` receives the host ids, parallel to plan.candidates.
   Result<PlacementPlan> GatherPlacement(I64 kind_id, std::uint64_t hosts_total,
                                         const VmDemand& demand, const PlacementOptions& options,
-                                        std::vector<I64>& ids) {
+                                        std::string_view series, std::vector<I64>& ids) {
     PlacementPlan plan;
     plan.hosts_total = hosts_total;
+    plan.qemu_series = std::string(series);
+    // Up, with room, and running the series ($5).
+    const std::string room = kHasRoom + " AND " + RunsSeriesSql(5);
+    const std::string series_param = SeriesParam(series);
     const I64 mem = Signed(demand.memory_mib), cpu = I64{demand.vcpus};
     const I64 k = static_cast<I64>(std::max<std::size_t>(1, options.candidates_per_group));
     std::unordered_set<I64> seen;
@@ -927,10 +1049,10 @@ class SqlInventory final : public Inventory {
         // (state, load_factor, name) index, probes (kind_id, host_id) for
         // each host, and stops after k.
         ESCDR_ASSIGN_OR_RETURN(
-            auto free, Q("SELECT " + kHostCols + " FROM hosts h WHERE " + kHasRoom +
+            auto free, Q("SELECT " + kHostCols + " FROM hosts h WHERE " + room +
                              " AND NOT EXISTS (SELECT 1 FROM vms v WHERE v.kind_id = $1 AND "
                              "v.host_id = h.id) ORDER BY h.load_factor, h.name LIMIT $4",
-                         {kind_id, mem, cpu, k}));
+                         {kind_id, mem, cpu, k, series_param}));
         add_rows(free, false);
         // Only when every host with room runs the kind (or to explain):
         // those running the fewest VMs of it (the kind's index entries only).
@@ -938,26 +1060,26 @@ class SqlInventory final : public Inventory {
           ESCDR_ASSIGN_OR_RETURN(
               auto same, Q("SELECT " + kHostCols + ", c.n FROM (SELECT host_id, count(*) AS n "
                            "FROM vms WHERE kind_id = $1 GROUP BY host_id) c JOIN hosts h ON "
-                           "h.id = c.host_id WHERE " + kHasRoom +
+                           "h.id = c.host_id WHERE " + room +
                                " ORDER BY c.n, h.load_factor, h.name LIMIT $4",
-                           {kind_id, mem, cpu, k}));
+                           {kind_id, mem, cpu, k, series_param}));
           add_rows(same, true);
         }
         break;
       }
       case PlacementPolicy::kPack: {
         ESCDR_ASSIGN_OR_RETURN(
-            auto rows, Q("SELECT " + kHostCols + " FROM hosts h WHERE " + kHasRoom +
+            auto rows, Q("SELECT " + kHostCols + " FROM hosts h WHERE " + room +
                              " ORDER BY h.load_factor DESC, h.name LIMIT $4",
-                         {kind_id, mem, cpu, k}));
+                         {kind_id, mem, cpu, k, series_param}));
         add_rows(rows, false);
         break;
       }
       case PlacementPolicy::kRandom: {
         // Every host with room: a uniform draw needs them all.
         ESCDR_ASSIGN_OR_RETURN(auto rows,
-                               Q("SELECT " + kHostCols + " FROM hosts h WHERE " + kHasRoom,
-                                 {kind_id, mem, cpu}));
+                               Q("SELECT " + kHostCols + " FROM hosts h WHERE " + room,
+                                 {kind_id, mem, cpu, k, series_param}));
         add_rows(rows, false);
         break;
       }
@@ -997,12 +1119,14 @@ class SqlInventory final : public Inventory {
   // Each tier is only reached when the cheaper ones cannot hold the winner,
   // so the ranking over the candidates equals the ranking over all hosts.
   // With a link graph, path costs ignore racks: every host with room.
-  Result<DestinationPlan> GatherDestination(std::string_view name) {
+  // Every tier only reads hosts that run QEMU `qemu_series` ("" = the VM's
+  // run series), so the other hosts are never candidates.
+  Result<DestinationPlan> GatherDestination(std::string_view name, std::string_view qemu_series) {
     const std::string ctx = fmt::format("cannot choose a destination for VM {}", name);
     ESCDR_ASSIGN_OR_RETURN(
         auto v, Q("SELECT v.id, v.host_id, v.kind_id, v.memory_mib, v.vcpus, k.os, "
                   "k.os_version, k.hypervisor, k.hypervisor_version, (SELECT count(*) FROM "
-                  "hosts), (SELECT count(*) FROM links), " + kHostCols +
+                  "hosts), (SELECT count(*) FROM links), v.qemu_version, " + kHostCols +
                       " FROM vms v JOIN kinds k ON k.id = v.kind_id JOIN hosts h ON h.id = "
                       "v.host_id WHERE v.name = $1",
                   {name}));
@@ -1014,7 +1138,10 @@ class SqlInventory final : public Inventory {
     plan.kind = {v.Text(0, 5), v.Text(0, 6), v.Text(0, 7), v.Text(0, 8)};
     plan.hosts_total = U64(v, 0, 9);
     plan.link_graph = v.Int(0, 10) > 0;
-    const HostRow source = ParseHost(v, 0, 11);
+    plan.run_series = v.Text(0, 11).empty() ? plan.kind.hypervisor_version : v.Text(0, 11);
+    plan.qemu_series = qemu_series.empty() ? plan.run_series : std::string(qemu_series);
+    ESCDR_RETURN_IF_ERROR(CheckNotDowngrade(plan.run_series, plan.qemu_series, ctx));
+    const HostRow source = ParseHost(v, 0, 12);
     plan.source = source.host.name;
     plan.candidates.push_back(ToView(source.host, 0));
     std::vector<std::string> donors = {""};  // parallel to candidates
@@ -1036,9 +1163,11 @@ class SqlInventory final : public Inventory {
     const std::string& pod = source.host.pod;
     const std::string& rack = source.host.rack;
     const I64 k = 8;
+    const std::string runs_series = RunsSeriesSql(9);
     const std::string room =
         "h.state = 'up' AND h.memory_total_mib - h.memory_used_mib >= $6 AND "
-        "h.vcpus_total - h.vcpus_used >= $7";
+        "h.vcpus_total - h.vcpus_used >= $7 AND " + runs_series;
+    const std::string series_param = SeriesParam(plan.qemu_series);
     const std::string donor_of_h =
         " FROM vms v WHERE v.kind_id = $1 AND v.state = 'running' AND v.host_id = h.id AND "
         "v.id <> $2)";
@@ -1046,7 +1175,7 @@ class SqlInventory final : public Inventory {
                                     " AS n, (SELECT min(v.name)" + donor_of_h + " AS donor";
     auto query = [&](const std::string& sql) {
       return Q(sql, {kind_id, vm_id, pod, rack, source_id, Signed(plan.demand.memory_mib),
-                     I64{plan.demand.vcpus}, k});
+                     I64{plan.demand.vcpus}, k, series_param});
     };
     std::unique_ptr<PathCost> cost;
     if (plan.link_graph) {
@@ -1061,8 +1190,9 @@ class SqlInventory final : public Inventory {
     } else {
       cost = std::make_unique<HierarchicalPathCost>();
       if (!pod.empty() && !rack.empty()) {
-        ESCDR_ASSIGN_OR_RETURN(auto in_rack, query(with_donors + " FROM hosts h WHERE h.pod = $3 "
-                                                                 "AND h.rack = $4 AND h.id <> $5"));
+        ESCDR_ASSIGN_OR_RETURN(auto in_rack,
+                               query(with_donors + " FROM hosts h WHERE h.pod = $3 AND h.rack = "
+                                                   "$4 AND h.id <> $5 AND " + runs_series));
         add_rows(in_rack, true);
       }
       if (!eligible_donor && !pod.empty()) {
@@ -1078,8 +1208,9 @@ class SqlInventory final : public Inventory {
             query("SELECT " + kHostCols + ", c.n, c.donor FROM (SELECT host_id, count(*) AS n, "
                   "min(name) AS donor FROM vms WHERE kind_id = $1 AND state = 'running' AND id "
                   "<> $2 GROUP BY host_id) c JOIN hosts h ON h.id = c.host_id WHERE h.id <> $5 "
-                  "ORDER BY CASE WHEN " + room + " THEN 0 ELSE 1 END, CASE WHEN $3 <> '' AND "
-                  "h.pod = $3 AND $4 <> '' AND h.rack = $4 THEN 1 WHEN $3 <> '' AND h.pod = $3 "
+                  "AND " + runs_series + " ORDER BY CASE WHEN " + room +
+                  " THEN 0 ELSE 1 END, CASE WHEN $3 <> '' AND h.pod = $3 AND $4 <> '' AND "
+                  "h.rack = $4 THEN 1 WHEN $3 <> '' AND h.pod = $3 "
                   "THEN 2 ELSE 4 END, h.load_factor, h.name LIMIT $8"));
         add_rows(anywhere, true);
       }

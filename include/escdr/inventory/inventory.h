@@ -45,7 +45,7 @@
 namespace escdr {
 
 // The schema version this escdr writes; it reads this one and older ones.
-inline constexpr int kInventorySchemaVersion = 1;
+inline constexpr int kInventorySchemaVersion = 2;
 
 struct PlacementOptions {
   PlacementPolicy policy = PlacementPolicy::kSpread;
@@ -60,13 +60,16 @@ struct PlacementOptions {
 };
 
 // A placement decision and what it was made over.
+// Hosts that do not run `qemu_series` are never candidates (records.h).
 struct PlacementPlan {
   std::vector<HostView> candidates;  // the preselection that was ranked
   Decision decision;                 // indexes into `candidates`
   std::uint64_t hosts_total = 0;     // hosts in the inventory
+  std::string qemu_series;           // the QEMU series the VM needs
 };
 
-// A destination decision for one VM and what it was made over.
+// A destination decision for one VM and what it was made over. Hosts that
+// do not run `qemu_series` are never candidates (the source always is).
 struct DestinationPlan {
   std::string vm;
   VmKind kind;
@@ -78,6 +81,8 @@ struct DestinationPlan {
   std::string donor;                 // a donor VM on the chosen host; "" if none
   bool link_graph = false;           // path costs from links, not rack/pod
   std::uint64_t hosts_total = 0;
+  std::string run_series;            // the QEMU series the VM runs on now
+  std::string qemu_series;           // the series it would run on at the destination
 };
 
 struct VmFilter {
@@ -103,8 +108,9 @@ class Inventory : public CatalogStore {
   virtual Result<Host> AddHost(const HostSpec& spec) = 0;
   // Adds `specs` in one transaction: all of them or, on any error, none.
   virtual Status AddHosts(std::span<const HostSpec> specs) = 0;
-  // Adds the host, or updates address, rack, pod and capacity of the host of
-  // that name (the state is kept). What an agent calls when it starts.
+  // Adds the host, or updates address, rack, pod, capacity and QEMU versions
+  // of the host of that name (the state is kept). What an agent calls when it
+  // starts; an agent that reports no QEMU versions clears them (unreported).
   // FailedPrecondition if the new capacity is below what is in use.
   virtual Result<Host> RegisterHost(const HostSpec& spec) = 0;
   virtual Result<Host> GetHost(std::string_view name) = 0;
@@ -115,14 +121,18 @@ class Inventory : public CatalogStore {
 
   // --- VMs ---
   // Registers a VM on spec.host (which must be set), if the host has room.
-  // ResourceExhausted if it has not; NotFound for an unknown host.
+  // ResourceExhausted if it has not; NotFound for an unknown host;
+  // FailedPrecondition if the host does not run the VM's QEMU series
+  // (RunSeries(spec)): "host h1 has no QEMU 10.0 (it runs 7.2.19)".
   virtual Result<Vm> AddVm(const VmSpec& spec) = 0;
   // Adds `specs` (each with its host) in one transaction: all or none.
   virtual Status AddVms(std::span<const VmSpec> specs) = 0;
   // Chooses a host for a new VM (spec.host must be empty) and registers the
   // VM there, atomically: concurrent PlaceVm calls never over-commit a host.
-  // Returns the VM and the plan. InvalidArgument if the VM is larger than
-  // every host; ResourceExhausted if no host has room now.
+  // Only hosts that run the VM's QEMU series (RunSeries(spec)) are
+  // candidates. Returns the VM and the plan. InvalidArgument if the VM is
+  // larger than every host; FailedPrecondition if no host that is up runs
+  // its series; ResourceExhausted if no such host has room now.
   struct Placed {
     Vm vm;
     PlacementPlan plan;
@@ -139,26 +149,37 @@ class Inventory : public CatalogStore {
   virtual Status RemoveVm(std::string_view name) = 0;
 
   // --- Decisions (read only) ---
-  // Where a new VM of `kind` and `demand` would go now. A plan with no
-  // chosen host is a valid answer (nothing fits), not an error.
+  // Where a new VM of `kind` and `demand` would go now, among the hosts that
+  // run QEMU series kind.hypervisor_version. A plan with no chosen host is a
+  // valid answer (nothing fits), not an error.
   virtual Result<PlacementPlan> PlanPlacement(const VmKind& kind, const VmDemand& demand,
                                               const PlacementOptions& options = {}) = 0;
   // Where VM `vm` should migrate to: a host with room running a donor, by
   // path cost then load; else the cheapest host with room (has_donor false).
-  virtual Result<DestinationPlan> PlanDestination(std::string_view vm) = 0;
+  // Only hosts that run QEMU series `qemu_series` ("" = the VM's run series,
+  // RunSeries()) are candidates. InvalidArgument if `qemu_series` is not a
+  // series ("10.0"); FailedPrecondition if it is older than the run series.
+  virtual Result<DestinationPlan> PlanDestination(std::string_view vm,
+                                                  std::string_view qemu_series = {}) = 0;
 
   // --- Migrations ---
   // Starts a migration of running VM `vm` to `destination`: reserves the
   // VM's memory and vCPUs there, sets the VM migrating, picks a donor on the
   // destination (a running VM of exactly its kind; `donor` if given, which
-  // must be one) and logs the migration. ResourceExhausted if the
+  // must be one) and logs the migration with its target QEMU series
+  // `qemu_series` ("" = the VM's run series). ResourceExhausted if the
   // destination no longer has room; FailedPrecondition if the VM is not
-  // running or the destination not up; InvalidArgument if destination is
-  // the VM's own host.
+  // running, the destination not up, the destination does not run the
+  // target series ("destination h2 has no QEMU 10.0 (it runs 7.2.19)") or
+  // the target series is older than the VM's ("QEMU cannot migrate a VM from
+  // 10.0 to older 7.2"); InvalidArgument if destination is the VM's own host
+  // or `qemu_series` is not a series.
   virtual Result<Migration> BeginMigration(std::string_view vm, std::string_view destination,
-                                           std::string_view donor = {}) = 0;
+                                           std::string_view donor = {},
+                                           std::string_view qemu_series = {}) = 0;
   // Ends migration `id`. kSucceeded: the VM now lives on the destination
-  // (the reservation becomes its place) and the source's capacity is freed.
+  // (the reservation becomes its place), runs the migration's QEMU series
+  // (Vm::qemu_version) and the source's capacity is freed.
   // kFailed: the reservation is released and the VM stays on its source.
   // Either way the VM is running again and `figures` are logged.
   // FailedPrecondition if the migration has already finished.

@@ -18,6 +18,14 @@
 // and so does every reservation for an incoming migration, so a host is never
 // promised more memory or vCPUs than it has.
 //
+// QEMU versions (escdr/base/qemu_version.h): a host lists the full QEMU
+// versions its agent can run ("7.2.19", "10.0.13"); an empty list means
+// "not reported" (an older agent, a host added by hand), and such a host is
+// taken to run every series. A VM runs on one QEMU series, its *run series*
+// (RunSeries()): its kind's hypervisor_version until a migration moves it to
+// a newer series. A VM is placed, added or migrated only onto a host that
+// runs its (target) series (HostRunsQemuSeries()).
+//
 // Thread safety: plain values.
 #ifndef ESCDR_INVENTORY_RECORDS_H_
 #define ESCDR_INVENTORY_RECORDS_H_
@@ -26,6 +34,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "escdr/base/status.h"
 #include "escdr/base/vm_kind.h"
@@ -52,6 +61,10 @@ struct HostSpec {
   std::string pod;            // "" if unknown (then never "same pod")
   std::uint64_t memory_mib = 0;
   std::uint32_t vcpus = 0;
+  // Full QEMU versions the host's agent can run, e.g. {"7.2.19", "10.0.13"};
+  // each digits and dots with at least two components, at most 16 of them.
+  // Empty: not reported (the host is then not filtered by QEMU series).
+  std::vector<std::string> qemu_versions = {};
 };
 
 // OK, or InvalidArgument naming the bad field and value.
@@ -74,7 +87,17 @@ struct Host {
   std::uint32_t vcpus_reserved = 0;
   std::uint32_t vm_count = 0;  // VMs placed here (not counting incoming ones)
   std::string created_at;      // ISO 8601 UTC
+  // What its agent last reported (HostSpec::qemu_versions), oldest first,
+  // without duplicates; empty if not reported.
+  std::vector<std::string> qemu_versions = {};
 };
+
+// True if `host` runs QEMU series `series` ("7.2"): its list is empty (not
+// reported) or one of its versions is of that series ("7.2.19").
+bool HostRunsQemuSeries(const Host& host, std::string_view series);
+
+// "7.2.19, 10.0.13", or "none reported".
+std::string QemuVersionsText(const std::vector<std::string>& versions);
 
 // What a caller says about a VM.
 struct VmSpec {
@@ -86,9 +109,12 @@ struct VmSpec {
   VmState state = VmState::kDefined;  // kMigrating is refused
   std::string launch_spec;            // opaque to the inventory (the agent's JSON)
   std::string ram_path;               // guest RAM file (memory-backend-file), "" if unknown
+  // The QEMU series it runs on ("10.0"); "" = kind.hypervisor_version.
+  std::string qemu_version = {};
 };
 
 // OK, or InvalidArgument naming the bad field. Does not look at `host`.
+// qemu_version must be "" or a series (two numeric components).
 Status ValidateVmSpec(const VmSpec& spec);
 
 struct Vm {
@@ -101,8 +127,16 @@ struct Vm {
   std::string launch_spec;
   std::string ram_path;
   std::string created_at;  // ISO 8601 UTC
-  std::string updated_at;  // last change of host, state or launch data
+  std::string updated_at;  // last change of host, state, launch data or QEMU series
+  // The QEMU series it runs on when that is not its kind's hypervisor_version
+  // (it migrated to a newer QEMU); "" otherwise. See RunSeries().
+  std::string qemu_version = {};
 };
+
+// The QEMU series `vm` runs on: vm.qemu_version, or else its kind's
+// hypervisor_version.
+std::string RunSeries(const Vm& vm);
+std::string RunSeries(const VmSpec& spec);
 
 enum class MigrationOutcome { kInProgress, kSucceeded, kFailed };
 const char* MigrationOutcomeName(MigrationOutcome outcome);  // "in-progress", ...
@@ -133,6 +167,9 @@ struct Migration {
   MigrationFigures figures;
   std::string started_at;   // ISO 8601 UTC
   std::string finished_at;  // "" while in progress
+  // The QEMU series the VM runs on at the destination ("10.0"); "" for
+  // migrations logged before the inventory knew QEMU versions (schema 1).
+  std::string qemu_version = {};
 };
 
 // An undirected network link with a cost, between hosts or switches (named
