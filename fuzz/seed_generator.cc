@@ -1,15 +1,19 @@
 // escdr_fuzz_seeds: writes the seed corpora of the fuzz harnesses.
 //
 //   escdr_fuzz_seeds STREAM_FILE OUT_DIR
+//   escdr_fuzz_seeds --stream-only NAME STREAM_FILE OUT_DIR
 //
-// STREAM_FILE is a real QEMU 7.2 migration stream of the test guest, saved by
+// STREAM_FILE is a real QEMU migration stream of the test guest, saved by
 // fuzz/save-guest-stream.sh (the guest booted, stopped, migrated to a file).
 // From that stream it writes, into OUT_DIR/stream_parser/, a prefix (header,
 // configuration, ram START, the first records) and a complete stream cut down
 // to a few hundred KiB (the first records of the first PART section, closed
-// with EOS and its footer, then QEMU's own END section, device state and
-// vmdesc), each checked with the parser. OUT_DIR/wire_frames/ gets frames of
-// every type encoded by the library, payloads from the same stream, and
+// with EOS and its footer, QEMU's SWITCHOVER_START if the stream has one
+// there, then QEMU's own END section, device state and vmdesc), each checked
+// with the parser. With --stream-only only the stream_parser seeds are
+// written, named NAME-complete-mixed-chunks and NAME-head-small-chunks (used
+// for the QEMU 10.0 streams, next to the 7.2 ones). OUT_DIR/wire_frames/ gets
+// frames of every type encoded by the library, payloads from the same stream, and
 // OUT_DIR/catalog/ a catalog of the stream's first pages encoded by
 // EncodeCatalog. Every seed carries the harness's steering bytes
 // (fuzz/fuzz_targets.h). Exit status 1 with a message on any failure.
@@ -42,6 +46,9 @@ namespace fs = std::filesystem;
 using Bytes = std::vector<std::uint8_t>;
 
 constexpr std::size_t kHeadRecords = 100;  // records kept of the first PART and of END
+// With --stream-only, also at most this many bytes of each (QEMU 10.0's first
+// records are mostly PAGEs, 7.2's mostly ZEROs): the seed stays near 7.2's size.
+constexpr std::uint64_t kNamedHeadBytes = 24 << 10;
 constexpr std::size_t kMaxCompleteSeed = 1200 << 10;
 
 Status WriteSeed(const fs::path& dir, const std::string& name, const Bytes& steer,
@@ -115,7 +122,10 @@ void PutBe(Bytes* out, std::uint64_t v, int bytes) {
   for (int i = bytes - 1; i >= 0; --i) out->push_back(static_cast<std::uint8_t>(v >> (8 * i)));
 }
 
-Status StreamSeeds(const Bytes& stream, const fs::path& out, Mapper* map) {
+// `name` empty: the seeds of the 7.2 stream ("real-..."), all three;
+// otherwise "<name>-complete-mixed-chunks" and "<name>-head-small-chunks".
+Status StreamSeeds(const Bytes& stream, const fs::path& out, Mapper* map,
+                   const std::string& name = "") {
   StreamParser parser(map);
   ESCDR_RETURN_IF_ERROR(parser.Feed(stream));
   ESCDR_RETURN_IF_ERROR(parser.Finish());
@@ -126,12 +136,14 @@ Status StreamSeeds(const Bytes& stream, const fs::path& out, Mapper* map) {
   const std::uint64_t part = map->phase_at[StreamPhase::kRamIterate];
   const std::uint64_t end = map->phase_at[StreamPhase::kRamComplete];
   const std::uint64_t tail = map->phase_at[StreamPhase::kTail];
-  // The end of the last of the first kHeadRecords records in [from, to).
+  // The end of the last of the first kHeadRecords records in [from, to)
+  // (for a named seed: that end at most kNamedHeadBytes after `from`).
+  const std::uint64_t budget = name.empty() ? ~std::uint64_t{0} : kNamedHeadBytes;
   auto cut_after = [&](std::uint64_t from, std::uint64_t to) {
     std::uint64_t cut = from;
     std::size_t kept = 0;
     for (std::uint64_t e : map->record_ends) {
-      if (e > from && e < to && kept < kHeadRecords) {
+      if (e > from && e < to && kept < kHeadRecords && e - from <= budget) {
         cut = e;
         ++kept;
       }
@@ -143,8 +155,11 @@ Status StreamSeeds(const Bytes& stream, const fs::path& out, Mapper* map) {
   const fs::path dir = out / "stream_parser";
   const std::span<const std::uint8_t> all(stream);
   const Bytes big_chunks(8, 0xff), small_chunks = {1, 2, 3, 5, 7, 64, 127, 200};
-  ESCDR_RETURN_IF_ERROR(WriteSeed(dir, "real-head-big-chunks", big_chunks, all.first(cut)));
-  ESCDR_RETURN_IF_ERROR(WriteSeed(dir, "real-head-small-chunks", small_chunks,
+  const std::string prefix = name.empty() ? "real" : name;
+  if (name.empty()) {
+    ESCDR_RETURN_IF_ERROR(WriteSeed(dir, "real-head-big-chunks", big_chunks, all.first(cut)));
+  }
+  ESCDR_RETURN_IF_ERROR(WriteSeed(dir, prefix + "-head-small-chunks", small_chunks,
                                   all.first(map->start_footer_end + 64)));
 
   // The first PART and the END section each cut after kHeadRecords records
@@ -164,6 +179,13 @@ Status StreamSeeds(const Bytes& stream, const fs::path& out, Mapper* map) {
   };
   append(0, cut);
   close_section();
+  // QEMU 10.0's SWITCHOVER_START ("08 000b 0000") comes right before END.
+  static constexpr std::uint8_t kSwitchoverStart[] = {0x08, 0x00, 0x0b, 0x00, 0x00};
+  if (end >= cut + sizeof kSwitchoverStart &&
+      std::memcmp(stream.data() + end - sizeof kSwitchoverStart, kSwitchoverStart,
+                  sizeof kSwitchoverStart) == 0) {
+    append(end - sizeof kSwitchoverStart, end);
+  }
   append(end, end_cut);
   close_section();
   append(tail, stream.size());
@@ -174,8 +196,8 @@ Status StreamSeeds(const Bytes& stream, const fs::path& out, Mapper* map) {
     return Status::Internal(fmt::format("the cut-down stream has {} bytes (tail of {})",
                                         complete.size(), stream.size() - tail));
   }
-  ESCDR_RETURN_IF_ERROR(WriteSeed(dir, "real-complete-mixed-chunks", {0xff, 0x90, 3, 0xa0, 0, 17, 0xff, 0x81},
-                                  complete));
+  ESCDR_RETURN_IF_ERROR(WriteSeed(dir, prefix + "-complete-mixed-chunks",
+                                  {0xff, 0x90, 3, 0xa0, 0, 17, 0xff, 0x81}, complete));
   return Status::OK();
 }
 
@@ -306,7 +328,16 @@ Status CatalogSeeds(const Mapper& map, const fs::path& out) {
 }
 
 Status Main(int argc, char** argv) {
-  if (argc != 3) return Status::InvalidArgument("usage: escdr_fuzz_seeds STREAM_FILE OUT_DIR");
+  std::string name;
+  if (argc == 5 && std::strcmp(argv[1], "--stream-only") == 0 && argv[2][0] != '\0') {
+    name = argv[2];
+    argv += 2;
+    argc -= 2;
+  }
+  if (argc != 3) {
+    return Status::InvalidArgument(
+        "usage: escdr_fuzz_seeds [--stream-only NAME] STREAM_FILE OUT_DIR");
+  }
   const std::string stream_path = argv[1];
   const fs::path out = argv[2];
   std::ifstream in(stream_path, std::ios::binary);
@@ -314,7 +345,8 @@ Status Main(int argc, char** argv) {
   if (stream.empty()) return Status::IOError("cannot read the stream " + stream_path);
   std::printf("stream %s: %zu bytes\n", stream_path.c_str(), stream.size());
   Mapper map;
-  ESCDR_RETURN_IF_ERROR(StreamSeeds(stream, out, &map));
+  ESCDR_RETURN_IF_ERROR(StreamSeeds(stream, out, &map, name));
+  if (!name.empty()) return Status::OK();
   if (map.pages.empty()) return Status::Internal("the stream has no PAGE record");
   ESCDR_RETURN_IF_ERROR(WireSeeds(stream, map, out));
   return CatalogSeeds(map, out);

@@ -1,9 +1,9 @@
-// Fuzz target: the incremental QEMU 7.2 stream parser (src/qemu/stream_parser.cc).
+// Fuzz target: the incremental QEMU stream parser, 7.2 and 10.0 (src/qemu/stream_parser.cc).
 //
 // The input is parsed twice: as one chunk, and in chunks whose sizes come from
 // the input's first 8 bytes. Both runs must report the same events (pages,
 // zero pages, block list, phases, each at the same stream position), the same
-// final status and the same statistics; the bytes each run reports (OnBytes
+// final status, statistics and machine type; the bytes each run reports (OnBytes
 // spans and OnPage payloads, in order) must reproduce the input's bytes, all
 // of them when the parse succeeded. This is the contract the migration proxy
 // relies on (include/escdr/qemu/stream_parser.h).
@@ -79,6 +79,7 @@ struct Run {
   StreamStats stats;
   std::vector<RamBlockInfo> blocks;
   bool ram_complete = false;
+  std::string machine;
 };
 
 // Chunk sizes from the tape: 0 -> an empty chunk, 1..127 -> that many bytes,
@@ -119,6 +120,7 @@ void Parse(std::span<const std::uint8_t> stream, const std::uint8_t* tape, Run* 
   run->stats = parser.stats();
   run->blocks = parser.blocks();
   run->ram_complete = parser.ram_complete();
+  run->machine = parser.machine();
 }
 
 }  // namespace
@@ -155,12 +157,14 @@ int FuzzStreamParser(const std::uint8_t* data, std::size_t size) {
   FUZZ_CHECK_MSG(whole.rec.events == chunked.rec.events, "events differ between chunkings");
   FUZZ_CHECK(whole.blocks == chunked.blocks);
   FUZZ_CHECK(whole.ram_complete == chunked.ram_complete);
+  FUZZ_CHECK_MSG(whole.machine == chunked.machine, "machine type differs between chunkings");
   if (whole.status.ok()) {
     FUZZ_CHECK(whole.stats.bytes == chunked.stats.bytes);
     FUZZ_CHECK(whole.stats.page_records == chunked.stats.page_records);
     FUZZ_CHECK(whole.stats.zero_records == chunked.stats.zero_records);
     FUZZ_CHECK(whole.stats.ram_sections == chunked.stats.ram_sections);
     FUZZ_CHECK(whole.stats.tail_bytes == chunked.stats.tail_bytes);
+    FUZZ_CHECK(whole.stats.switchover_starts == chunked.stats.switchover_starts);
   }
   return 0;
 }

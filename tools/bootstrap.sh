@@ -11,7 +11,7 @@ PACKAGES=(
   libsqlite3-dev libpq-dev libpqxx-dev libssl-dev libzstd-dev liblz4-dev libsimgrid-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   # test guests and services
-  qemu-system-x86 linux-image-amd64 busybox-static cpio
+  qemu-system-x86 linux-image-amd64 busybox-static cpio socat
   postgresql postgresql-client
   # reports
   gnuplot-nox

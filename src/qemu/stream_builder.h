@@ -1,5 +1,7 @@
-// StreamBuilder: writes small, valid QEMU 7.2 migration streams for tests and
-// benchmarks, the way QEMU's savevm.c and ram.c lay them out.
+// StreamBuilder: writes small, valid QEMU migration streams for tests and
+// benchmarks, the way QEMU's savevm.c and ram.c lay them out (7.2 by default;
+// a 10.0 stream takes Config("pc-i440fx-10.0"), a SWITCHOVER_START Command()
+// before End(), and a vmdesc starting with "configuration" in Tail()).
 //
 // It knows only what escdr parses: header, configuration (with optional
 // subsections), COMMAND records, the ram START/PART/END sections with

@@ -1,4 +1,4 @@
-// Constants of the QEMU 7.2 migration stream, as escdr parses it.
+// Constants of the QEMU migration stream (7.2 and 10.0), as escdr parses it.
 //
 // See docs/qemu-migration-stream.md for the grammar; the names follow QEMU's
 // own (migration/savevm.h, migration/ram.c). Values only: no code.
@@ -37,6 +37,7 @@ inline constexpr std::uint16_t kCmdPackaged = 7;
 inline constexpr std::uint16_t kCmdEnableColo = 8;
 inline constexpr std::uint16_t kCmdPostcopyResume = 9;
 inline constexpr std::uint16_t kCmdRecvBitmap = 10;
+inline constexpr std::uint16_t kCmdSwitchoverStart = 11;  // QEMU >= 10.0, len 0
 
 // Configuration subsections.
 inline constexpr std::string_view kSubsecCapabilities = "configuration/capabilities";
@@ -57,14 +58,24 @@ inline constexpr std::uint32_t kFlagEos = 0x010;
 inline constexpr std::uint32_t kFlagContinue = 0x020;
 inline constexpr std::uint32_t kFlagXbzrle = 0x040;
 inline constexpr std::uint32_t kFlagHook = 0x080;
-inline constexpr std::uint32_t kFlagCompressPage = 0x100;
+inline constexpr std::uint32_t kFlagCompressPage = 0x100;  // removed in QEMU 9.1
+inline constexpr std::uint32_t kFlagMultifdFlush = 0x200;  // QEMU >= 8.1, multifd only
+
+// Validated capabilities that the configuration can list.
+inline constexpr std::string_view kCapXIgnoreShared = "x-ignore-shared";
+inline constexpr std::string_view kCapMappedRam = "mapped-ram";  // QEMU >= 9.0
+
+// Destinations of machine types from this version on refuse a ZERO record
+// whose fill byte is not 0 ("Found a zero page with value N").
+inline constexpr int kZeroFillCheckMajor = 8;
+inline constexpr int kZeroFillCheckMinor = 2;
 
 // "7e <be32 id> 00 06 <be32 len>": last footer, EOF, VMDESCRIPTION header;
 // the parser also matches the JSON's opening '{' (kTrailerProbe bytes).
 inline constexpr std::size_t kTrailerHead = 11;
 inline constexpr std::size_t kTrailerProbe = kTrailerHead + 1;
 
-// Parser bounds (hostile-input limits, far above what QEMU 7.2 writes).
+// Parser bounds (hostile-input limits, far above what QEMU writes).
 inline constexpr std::uint32_t kMaxMachineName = 256;
 inline constexpr std::uint32_t kMaxCapabilities = 64;
 inline constexpr std::size_t kMaxBlocks = 4096;

@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <array>
 #include <cerrno>
+#include <charconv>
 #include <cstring>
 #include <string_view>
 
@@ -59,6 +60,23 @@ const char* RefusedCommandReason(std::uint16_t cmd) {
   }
 }
 
+// True if `machine` is a versioned machine type ("pc-i440fx-10.0",
+// "pc-q35-8.2") of version 8.2 or later: only QEMU >= 8.2 can load it, and
+// those destinations refuse a ZERO record whose fill byte is not 0.
+bool MachineRefusesZeroFill(std::string_view machine) {
+  std::size_t dash = machine.rfind('-');
+  if (dash == std::string_view::npos) return false;
+  std::string_view v = machine.substr(dash + 1);
+  int major = 0, minor = 0;
+  auto [p, ec] = std::from_chars(v.data(), v.data() + v.size(), major);
+  if (ec != std::errc() || p == v.data() + v.size() || *p != '.') return false;
+  const char* end = v.data() + v.size();
+  auto [q, ec2] = std::from_chars(p + 1, end, minor);
+  if (ec2 != std::errc() || q != end) return false;
+  return major > sf::kZeroFillCheckMajor ||
+         (major == sf::kZeroFillCheckMajor && minor >= sf::kZeroFillCheckMinor);
+}
+
 }  // namespace
 
 class StreamParser::Impl {
@@ -71,6 +89,7 @@ class StreamParser::Impl {
   bool ram_complete() const { return ram_complete_; }
   const StreamStats& stats() const { return stats_; }
   const std::vector<RamBlockInfo>& blocks() const { return blocks_; }
+  const std::string& machine() const { return machine_; }
 
  private:
   // One state per item the parser waits for; each needs a fixed number of
@@ -91,6 +110,8 @@ class StreamParser::Impl {
     kTopLevel,          // u8 record type
     kCommandHeader,     // be16 cmd, be16 len
     kCommandArgs,       // PING's be32
+    kFullHeader,        // be32 section id, u8 idstr length (a FULL before the ram END)
+    kFullIdstr,         // idstr
     kSectionId,         // be32 section id (PART/END/START)
     kStartIdLen,        // u8
     kStartIdRest,       // idstr, be32 instance, be32 version
@@ -183,11 +204,14 @@ class StreamParser::Impl {
   std::uint32_t cap_count_ = 0;
   std::uint32_t cap_len_ = 0;
   std::uint32_t skip_len_ = 0;
+  std::string machine_;
+  bool zero_fill_must_be_zero_ = false;
 
   // Sections.
   SectionKind section_kind_ = SectionKind::kStart;
   std::uint8_t section_type_ = 0;
   std::uint32_t start_id_len_ = 0;
+  std::uint32_t full_id_len_ = 0;
   std::uint32_t pending_section_id_ = 0;
   bool have_ram_id_ = false;
   std::uint32_t ram_id_ = 0;
@@ -301,10 +325,14 @@ Status StreamParser::Impl::Step() {
       return Status::OK();
     }
 
-    case State::kConfigName:
-      if (Take(config_len_) == nullptr) return Status::OK();
+    case State::kConfigName: {
+      const std::uint8_t* b = Take(config_len_);
+      if (b == nullptr) return Status::OK();
+      machine_.assign(AsView(b, config_len_));
+      zero_fill_must_be_zero_ = MachineRefusesZeroFill(machine_);
       state_ = State::kConfigPeek;
       return Status::OK();
+    }
 
     case State::kConfigPeek:
       // No terminator: the configuration ends at the first byte that is not a
@@ -370,11 +398,16 @@ Status StreamParser::Impl::Step() {
     case State::kCapName: {
       const std::uint8_t* b = Take(cap_len_);
       if (b == nullptr) return Status::OK();
-      // QEMU 7.2 validates only x-ignore-shared through this list; any
-      // capability here changes what the RAM section carries.
+      // QEMU 7.2 validates only x-ignore-shared through this list, 10.0 also
+      // mapped-ram; each changes what the RAM section carries.
       std::string_view cap = AsView(b, cap_len_);
-      if (cap == "x-ignore-shared") {
+      if (cap == sf::kCapXIgnoreShared) {
         return Refuse("capability x-ignore-shared (shared RAM blocks are listed but never sent)");
+      }
+      if (cap == sf::kCapMappedRam) {
+        return Refuse(
+            "capability mapped-ram (RAM is written at fixed file offsets, not as a stream of "
+            "page records)");
       }
       return Refuse(fmt::format("validated configuration capability '{}'", cap));
     }
@@ -404,13 +437,20 @@ Status StreamParser::Impl::Step() {
       if (const char* reason = RefusedCommandReason(cmd)) {
         return Refuse(fmt::format("command {}", reason));
       }
-      if (cmd == sf::kCmdOpenReturnPath && len == 0) {
+      if ((cmd == sf::kCmdOpenReturnPath || cmd == sf::kCmdSwitchoverStart) && len == 0) {
+        // SWITCHOVER_START (QEMU >= 10.0 sources, machine types >= 10.0): the
+        // source VM has stopped; the ram END section follows.
+        if (cmd == sf::kCmdSwitchoverStart) ++stats_.switchover_starts;
         state_ = State::kTopLevel;
       } else if (cmd == sf::kCmdPing && len == 4) {
         state_ = State::kCommandArgs;
-      } else if (cmd == sf::kCmdOpenReturnPath || cmd == sf::kCmdPing) {
+      } else if (cmd == sf::kCmdOpenReturnPath || cmd == sf::kCmdPing ||
+                 cmd == sf::kCmdSwitchoverStart) {
         return Error(fmt::format("command {} with argument length {}",
-                                 cmd == sf::kCmdPing ? "PING" : "OPEN_RETURN_PATH", len));
+                                 cmd == sf::kCmdPing             ? "PING"
+                                 : cmd == sf::kCmdOpenReturnPath ? "OPEN_RETURN_PATH"
+                                                                 : "SWITCHOVER_START",
+                                 len));
       } else {
         return Error(fmt::format("unknown command {}", cmd));
       }
@@ -421,6 +461,34 @@ Status StreamParser::Impl::Step() {
       if (Take(4) == nullptr) return Status::OK();
       state_ = State::kTopLevel;
       return Status::OK();
+
+    case State::kFullHeader: {
+      const std::uint8_t* b = Take(5);
+      if (b == nullptr) return Status::OK();
+      pending_section_id_ = Be32(b);
+      full_id_len_ = b[4];
+      state_ = State::kFullIdstr;
+      return Status::OK();
+    }
+
+    case State::kFullIdstr: {
+      const std::uint8_t* b = Take(full_id_len_);
+      if (b == nullptr) return Status::OK();
+      std::string_view idstr = AsView(b, full_id_len_);
+      // Device state is opaque (it has no length), so it cannot be skipped.
+      // Since QEMU 8.0 a device marked early_setup (on x86 only virtio-mem)
+      // is saved during setup, before any PART; anywhere else a FULL before
+      // the ram END is malformed.
+      if (phase_ == StreamPhase::kHeader || phase_ == StreamPhase::kRamSetup) {
+        return Refuse(fmt::format(
+            "early-setup device-state section '{}' (FULL, id {}) before the ram END section "
+            "(devices saved during setup, such as virtio-mem)",
+            idstr, pending_section_id_));
+      }
+      return Error(fmt::format(
+          "device-state (FULL) section '{}' (id {}) before the ram END section", idstr,
+          pending_section_id_));
+    }
 
     case State::kSectionId: {
       const std::uint8_t* b = Take(4);
@@ -509,6 +577,13 @@ Status StreamParser::Impl::Step() {
       const std::uint8_t* b = Take(1);
       if (b == nullptr) return Status::OK();
       std::uint8_t fill = b[0];
+      if (fill != 0 && zero_fill_must_be_zero_) {
+        item_start_ = record_start_;
+        return Error(fmt::format(
+            "ZERO ram record with fill byte 0x{:02x} in a stream of machine type {} (its "
+            "destination, QEMU >= 8.2, accepts only 0)",
+            fill, machine_));
+      }
       ESCDR_RETURN_IF_ERROR(FlushTo(p_));
       ++stats_.zero_records;
       state_ = State::kRecordWord;
@@ -606,9 +681,10 @@ Status StreamParser::Impl::StepTopLevel() {
       state_ = State::kSectionId;
       return SetPhase(StreamPhase::kRamComplete, at);
     case sf::kSectionFull:
+      state_ = State::kFullHeader;
+      return Status::OK();
     case sf::kSectionEof:
-      return Error(fmt::format("{} before the ram END section (no RAM section was completed)",
-                               type == sf::kSectionFull ? "device-state (FULL) section" : "EOF"));
+      return Error("EOF before the ram END section (no RAM section was completed)");
     default:
       return Error(fmt::format("unknown section type 0x{:02x}", type));
   }
@@ -653,7 +729,9 @@ Status StreamParser::Impl::StepRecordWord() {
     case sf::kFlagXbzrle:
       return Refuse("XBZRLE page record (capability xbzrle)");
     case sf::kFlagCompressPage:
-      return Refuse("COMPRESS_PAGE record (capability compress)");
+      return Refuse("COMPRESS_PAGE record (capability compress, removed in QEMU 9.1)");
+    case sf::kFlagMultifdFlush:
+      return Refuse("MULTIFD_FLUSH record (capability multifd)");
     case sf::kFlagHook:
       return Refuse("RAM_SAVE_FLAG_HOOK record (RDMA transport)");
     case sf::kFlagMemSize:
@@ -788,6 +866,8 @@ std::string StreamParser::Impl::Where() const {
     case State::kCommandHeader:
     case State::kCommandArgs:
       return fmt::format("inside the command record at byte {}", item_start_);
+    case State::kFullHeader:
+    case State::kFullIdstr:
     case State::kSectionId:
     case State::kStartIdLen:
     case State::kStartIdRest:
@@ -840,6 +920,7 @@ Status StreamParser::Finish() { return impl_->Finish(); }
 bool StreamParser::ram_complete() const { return impl_->ram_complete(); }
 const StreamStats& StreamParser::stats() const { return impl_->stats(); }
 const std::vector<RamBlockInfo>& StreamParser::blocks() const { return impl_->blocks(); }
+const std::string& StreamParser::machine() const { return impl_->machine(); }
 
 Status ParseStreamFile(const std::string& path, StreamVisitor* visitor) {
   int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);

@@ -1,13 +1,19 @@
 #include "escdr/qemu/stream_parser.h"
 
 #include <fcntl.h>
+#include <fmt/format.h>
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
 #include <random>
+#include <string>
 
 #include "escdr/page/page.h"
 #include "escdr/sys/temp_dir.h"
@@ -405,10 +411,10 @@ TEST(StreamParserErrorTest, UnknownSectionTypeAfterTheHeaderIsRejected) {
 
 TEST(StreamParserErrorTest, UnknownRecordFlagIsRejected) {
   StreamBuilder b;
-  b.Prologue(2, kBlocks).Part(2).Be64(0x1000 | 0x200).Counted("pc.ram");
+  b.Prologue(2, kBlocks).Part(2).Be64(0x1000 | 0x400).Counted("pc.ram");
   Status s = ParseBothWays(b.bytes());
   EXPECT_EQ(s.code(), StatusCode::kProtocolError);
-  EXPECT_THAT(s.message(), HasSubstr("unknown ram record flags 0x200 at byte"));
+  EXPECT_THAT(s.message(), HasSubstr("unknown ram record flags 0x400 at byte"));
 }
 
 TEST(StreamParserErrorTest, ObsoleteFullFlagAndCombinationsAreRejected) {
@@ -600,6 +606,349 @@ TEST(StreamParserErrorTest, CorruptedStreamsFailTheSameWayForAnyChunkingAndNever
       }
     }
   }
+}
+
+// ---- QEMU 10.0 ---------------------------------------------------------------
+
+constexpr std::string_view kVmdesc10 =
+    R"({"configuration": {"vmsd_name": "configuration", "version": 1, "fields": [)"
+    R"({"name": "len", "type": "uint32", "size": 4}, {"name": "name", "type": "buffer", )"
+    R"("size": 14}]}, "page_size": 4096, "devices": []})";
+
+// A stream as QEMU 10.0 writes it: machine type pc-i440fx-10.0, ram section
+// id 1 (escdr's -nodefaults), a return path, PART sections, then
+// SWITCHOVER_START right after the last PART's footer, a non-empty END, and a
+// vmdesc that starts with the configuration.
+Bytes Qemu10Stream(std::size_t* switchover_at = nullptr) {
+  StreamBuilder b;
+  b.Header().Config("pc-i440fx-10.0").ReturnPathAndPing().Start(1, kBlocks);
+  b.Part(1);
+  for (std::uint32_t i = 0; i < 4; ++i) b.Page("pc.ram", i * kPageSize, PatternPage(i).data());
+  b.Zero("pc.ram", 4 * kPageSize).Zero("pc.bios", 0);
+  b.EndSection(1);
+  b.Part(1).Page("pc.bios", kPageSize, PatternPage(7).data()).EndSection(1);
+  if (switchover_at != nullptr) *switchover_at = b.size();
+  b.Command(sf::kCmdSwitchoverStart);
+  b.End(1);
+  b.Page("pc.bios", 2 * kPageSize, PatternPage(8).data());  // CONTINUE across SWITCHOVER_START
+  b.Zero("pc.ram", 0);
+  b.EndSection(1);
+  b.Tail(3, kVmdesc10);
+  return b.bytes();
+}
+
+TEST(StreamParser10Test, SwitchoverStartBeforeTheRamEndIsAccepted) {
+  std::size_t at = 0;
+  Bytes s = Qemu10Stream(&at);
+  Outcome whole = Parse(s);
+  ASSERT_TRUE(whole.status.ok()) << whole.status.ToString();
+  EXPECT_EQ(whole.visitor.bytes, s);
+  EXPECT_TRUE(whole.ram_complete);
+  EXPECT_EQ(whole.stats.switchover_starts, 1u);
+  EXPECT_EQ(whole.stats.page_records, 6u);
+  EXPECT_EQ(whole.stats.zero_records, 3u);
+  // The command belongs to the iterate phase; the END phase starts right after it.
+  auto end_phase = std::find_if(whole.visitor.events.begin(), whole.visitor.events.end(),
+                                [](const Event& e) {
+                                  return e.kind == Event::kPhase &&
+                                         e.phase == StreamPhase::kRamComplete;
+                                });
+  ASSERT_NE(end_phase, whole.visitor.events.end());
+  EXPECT_EQ(end_phase->at, at + 5);
+  // The CONTINUE record right after it names the block of the last PART.
+  auto last_page = std::find_if(whole.visitor.events.rbegin(), whole.visitor.events.rend(),
+                                [](const Event& e) { return e.kind == Event::kPage; });
+  EXPECT_EQ(last_page->block, 2u);
+  EXPECT_EQ(last_page->offset, 2 * kPageSize);
+  for (std::size_t chunk : {1u, 5u, 6u, 4097u}) {
+    Outcome o = Parse(s, chunk);
+    ASSERT_TRUE(o.status.ok()) << "chunk " << chunk << ": " << o.status.ToString();
+    EXPECT_EQ(o.visitor.bytes, s);
+    EXPECT_EQ(o.visitor.events, whole.visitor.events);
+    EXPECT_EQ(o.stats.switchover_starts, 1u);
+  }
+}
+
+TEST(StreamParser10Test, StreamWithoutSwitchoverStartStillParses) {
+  // Machine types <= 9.2 on QEMU 10.0, and every 7.2 stream, have none.
+  Outcome o = Parse(RichStream());
+  ASSERT_TRUE(o.status.ok()) << o.status.ToString();
+  EXPECT_EQ(o.stats.switchover_starts, 0u);
+}
+
+TEST(StreamParser10Test, SwitchoverStartWithAnArgumentIsRejected) {
+  StreamBuilder b;
+  b.Prologue(2, kBlocks).Part(2).EndSection(2);
+  std::size_t at = b.size();
+  b.Command(sf::kCmdSwitchoverStart, "x");
+  Status s = ParseBothWays(b.bytes());
+  EXPECT_EQ(s.code(), StatusCode::kProtocolError);
+  EXPECT_EQ(s.message(),
+            "command SWITCHOVER_START with argument length 1 at byte " + std::to_string(at));
+}
+
+TEST(StreamParser10Test, MachineTypeIsExposedOnceTheConfigurationIsParsed) {
+  Bytes s = Qemu10Stream();
+  RecordingVisitor v;
+  StreamParser parser(&v);
+  EXPECT_EQ(parser.machine(), "");
+  ASSERT_TRUE(parser.Feed({s.data(), 20}).ok());  // inside the machine name
+  EXPECT_EQ(parser.machine(), "");
+  ASSERT_TRUE(parser.Feed({s.data() + 20, s.size() - 20}).ok());
+  EXPECT_EQ(parser.machine(), "pc-i440fx-10.0");
+  EXPECT_TRUE(parser.Finish().ok());
+
+  StreamBuilder without;
+  without.Header().Start(2, kBlocks).End(2).EndSection(2).Tail();
+  RecordingVisitor v2;
+  StreamParser p2(&v2);
+  ASSERT_TRUE(p2.Feed(without.bytes()).ok());
+  ASSERT_TRUE(p2.Finish().ok());
+  EXPECT_EQ(p2.machine(), "");
+}
+
+TEST(StreamParser10Test, MultifdFlushRecordIsRefusedNamingMultifd) {
+  // 10.0 writes a bare be64 0x200 (no idstr, no payload) in ram sections
+  // only with the multifd capability.
+  for (bool in_start : {false, true}) {
+    StreamBuilder b;
+    b.Header().Config("pc-i440fx-10.0");
+    std::size_t at = 0;
+    if (in_start) {
+      b.U8(sf::kSectionStart).Be32(1).Counted("ram").Be32(0).Be32(4);
+      b.Be64(kPageSize | sf::kFlagMemSize).Counted("pc.bios").Be64(kPageSize);
+      at = b.size();
+      b.Be64(sf::kFlagMultifdFlush).Eos().Footer(1);
+    } else {
+      b.Start(1, kBlocks).Part(1).Zero("pc.ram", 0);
+      at = b.size();
+      b.Be64(sf::kFlagMultifdFlush).Eos().Footer(1);
+    }
+    Status s = ParseBothWays(b.bytes());
+    EXPECT_EQ(s.code(), StatusCode::kNotSupported) << in_start;
+    EXPECT_EQ(s.message(), "MULTIFD_FLUSH record (capability multifd) at byte " +
+                               std::to_string(at) + " is not supported");
+  }
+}
+
+TEST(StreamParser10Test, ZeroRecordWithNonZeroFillIsRejectedForMachineTypes82AndLater) {
+  struct Case {
+    const char* machine;
+    bool refused;
+  } cases[] = {
+      {"pc-i440fx-10.0", true}, {"pc-q35-10.0", true},  {"pc-q35-8.2", true},
+      {"pc-i440fx-9.2", true},  {"pc-q35-8.1", false}, {"pc-i440fx-7.2", false},
+      {"microvm", false},       {"pc-i440fx-x.y", false},
+  };
+  for (const Case& c : cases) {
+    StreamBuilder b;
+    b.Header().Config(c.machine).Start(1, kBlocks).Part(1).Zero("pc.ram", 0);
+    std::size_t at = b.size();
+    b.Zero("pc.ram", kPageSize, 0xab).EndSection(1).End(1).EndSection(1).Tail();
+    Status s = ParseBothWays(b.bytes());
+    if (c.refused) {
+      EXPECT_EQ(s.code(), StatusCode::kProtocolError) << c.machine;
+      EXPECT_EQ(s.message(), fmt::format("ZERO ram record with fill byte 0xab in a stream of "
+                                         "machine type {} (its destination, QEMU >= 8.2, "
+                                         "accepts only 0) at byte {}",
+                                         c.machine, at));
+    } else {
+      EXPECT_TRUE(s.ok()) << c.machine << ": " << s.ToString();
+    }
+  }
+}
+
+TEST(StreamParser10Test, MappedRamCapabilityIsRefused) {
+  StreamBuilder b;
+  b.Header().Config("pc-i440fx-10.0", {"mapped-ram"});
+  std::size_t cap_at = 27 + 1 + 1 + sf::kSubsecCapabilities.size() + 4 + 4;
+  b.Start(1, kBlocks);
+  Status s = ParseBothWays(b.bytes());
+  EXPECT_EQ(s.code(), StatusCode::kNotSupported);
+  EXPECT_EQ(s.message(),
+            "capability mapped-ram (RAM is written at fixed file offsets, not as a stream of page "
+            "records) at byte " +
+                std::to_string(cap_at) + " is not supported");
+}
+
+TEST(StreamParser10Test, EarlySetupDeviceSectionIsRefusedByName) {
+  // A FULL section during setup (virtio-mem's early_setup state), before the
+  // ram START and after it.
+  for (bool after_start : {false, true}) {
+    StreamBuilder b;
+    b.Header().Config("pc-q35-10.0");
+    if (after_start) b.Start(1, kBlocks);
+    std::size_t at = b.size();
+    b.U8(sf::kSectionFull).Be32(7).Counted("0000:00:04.0/virtio-mem-early").Be32(0).Be32(1);
+    b.Raw("opaque");
+    Status s = ParseBothWays(b.bytes());
+    EXPECT_EQ(s.code(), StatusCode::kNotSupported);
+    EXPECT_EQ(s.message(),
+              "early-setup device-state section '0000:00:04.0/virtio-mem-early' (FULL, id 7) "
+              "before the ram END section (devices saved during setup, such as virtio-mem) at "
+              "byte " + std::to_string(at) + " is not supported");
+  }
+  // Between PART sections it is malformed.
+  StreamBuilder c;
+  c.Header().Config("pc-q35-10.0").Start(1, kBlocks).Part(1).EndSection(1);
+  std::size_t at = c.size();
+  c.U8(sf::kSectionFull).Be32(7).Counted("timer").Be32(0).Be32(1);
+  Status s = ParseBothWays(c.bytes());
+  EXPECT_EQ(s.code(), StatusCode::kProtocolError);
+  EXPECT_EQ(s.message(), "device-state (FULL) section 'timer' (id 7) before the ram END section "
+                         "at byte " + std::to_string(at));
+  // Truncated inside its header.
+  Bytes cut(c.bytes().begin(), c.bytes().begin() + static_cast<std::ptrdiff_t>(at + 7));
+  EXPECT_THAT(Parse(cut).status.message(),
+              HasSubstr("inside the section header at byte " + std::to_string(at)));
+}
+
+TEST(StreamParser10Test, CompressedPageMessageSaysTheCapabilityIsGoneIn91) {
+  StreamBuilder b;
+  b.Header().Config("pc-i440fx-10.0").Start(1, kBlocks).Part(1).Zero("pc.ram", 0);
+  b.Be64(sf::kFlagCompressPage | sf::kFlagContinue).Be32(3).Raw("abc");
+  Status s = ParseBothWays(b.bytes());
+  EXPECT_EQ(s.code(), StatusCode::kNotSupported);
+  EXPECT_THAT(s.message(),
+              HasSubstr("COMPRESS_PAGE record (capability compress, removed in QEMU 9.1)"));
+}
+
+TEST(StreamParser10Test, CorruptedQemu10StreamsFailTheSameWayForAnyChunking) {
+  Bytes good = Qemu10Stream();
+  std::mt19937 rng(10);
+  for (int round = 0; round < 200; ++round) {
+    Bytes s = good;
+    s[rng() % s.size()] = static_cast<std::uint8_t>(rng());
+    Outcome whole = Parse(s);
+    Outcome odd = Parse(s, 1 + rng() % 300);
+    ASSERT_EQ(whole.status.message(), odd.status.message()) << "round " << round;
+    ASSERT_EQ(whole.visitor.events, odd.visitor.events) << "round " << round;
+  }
+}
+
+// ---- Real streams -------------------------------------------------------------
+//
+// Cut down from streams that QEMU itself wrote for escdr's test guest
+// (fuzz/save-guest-stream.sh, escdr_fuzz_seeds; docs/qemu-migration-stream.md):
+// QEMU 7.2.22 with the guest stopped, and QEMU 10.0.13
+// (1:10.0.13+ds-0+deb13u1) with the guest running idle or rewriting 16 MiB of
+// its RAM, `-M pc -m 128 -nodefaults`. Each file starts with the fuzz
+// harness's 8 steering bytes.
+
+Bytes CorpusStream(const std::string& name) {
+  std::string path = std::string(ESCDR_SOURCE_DIR) + "/fuzz/corpus/stream_parser/" + name;
+  std::ifstream in(path, std::ios::binary);
+  Bytes b((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  EXPECT_GT(b.size(), 8u) << "cannot read " << path;
+  if (b.size() <= 8) return {};
+  return Bytes(b.begin() + 8, b.end());
+}
+
+struct RealStream {
+  const char* file;
+  const char* machine;
+  std::uint64_t switchover_starts;
+};
+
+class RealStreamTest : public ::testing::TestWithParam<RealStream> {};
+
+TEST_P(RealStreamTest, ParsesWholeAndInRandomChunksWithTheSameEvents) {
+  const RealStream& param = GetParam();
+  Bytes s = CorpusStream(param.file);
+  ASSERT_FALSE(s.empty());
+  Outcome whole = Parse(s);
+  ASSERT_TRUE(whole.status.ok()) << whole.status.ToString();
+  EXPECT_EQ(whole.visitor.bytes, s);
+  EXPECT_TRUE(whole.ram_complete);
+  EXPECT_EQ(whole.stats.switchover_starts, param.switchover_starts);
+  EXPECT_GT(whole.stats.page_records, 0u);
+  EXPECT_GT(whole.stats.zero_records, 0u);
+  // -nodefaults: RAM, the ACPI tables, the BIOS and option ROMs.
+  ASSERT_EQ(whole.visitor.block_list.size(), 6u);
+  EXPECT_EQ(whole.visitor.block_list[0], (RamBlockInfo{"pc.ram", 128u << 20}));
+  EXPECT_EQ(whole.visitor.block_list[2].name, "pc.bios");
+  for (const Event& e : whole.visitor.events) {
+    if (e.kind == Event::kZero) {
+      EXPECT_EQ(e.fill, 0) << e;  // real sources write 0
+    }
+  }
+  // SWITCHOVER_START ("08 000b 0000") stands right before the ram END.
+  auto end_phase = std::find_if(whole.visitor.events.begin(), whole.visitor.events.end(),
+                                [](const Event& e) {
+                                  return e.kind == Event::kPhase &&
+                                         e.phase == StreamPhase::kRamComplete;
+                                });
+  ASSERT_NE(end_phase, whole.visitor.events.end());
+  const Bytes switchover = {0x08, 0x00, 0x0b, 0x00, 0x00};
+  ASSERT_GE(end_phase->at, 5u);
+  EXPECT_EQ(Bytes(s.begin() + static_cast<std::ptrdiff_t>(end_phase->at - 5),
+                  s.begin() + static_cast<std::ptrdiff_t>(end_phase->at)) == switchover,
+            param.switchover_starts == 1);
+
+  std::mt19937 rng(2024);
+  for (int round = 0; round < 10; ++round) {
+    SCOPED_TRACE("round " + std::to_string(round));
+    RecordingVisitor v;
+    StreamParser p(&v);
+    std::size_t i = 0;
+    while (i < s.size()) {
+      // Mostly small pieces, sometimes whole pages and more.
+      std::size_t n = rng() % 4 == 0 ? 1 + rng() % 20000 : 1 + rng() % 64;
+      n = std::min(n, s.size() - i);
+      ASSERT_TRUE(p.Feed({s.data() + i, n}).ok());
+      i += n;
+    }
+    ASSERT_TRUE(p.Finish().ok());
+    EXPECT_EQ(v.bytes, s);
+    EXPECT_EQ(v.events, whole.visitor.events);
+    EXPECT_EQ(p.machine(), param.machine);
+    EXPECT_EQ(p.stats().switchover_starts, param.switchover_starts);
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Qemu, RealStreamTest,
+    ::testing::Values(RealStream{"real-complete-mixed-chunks", "pc-i440fx-7.2", 0},
+                      RealStream{"qemu10-idle-complete-mixed-chunks", "pc-i440fx-10.0", 1},
+                      RealStream{"qemu10-busy-complete-mixed-chunks", "pc-i440fx-10.0", 1}),
+    [](const ::testing::TestParamInfo<RealStream>& param_info) {
+      std::string n = param_info.param.file;
+      n = n.substr(0, n.find("-complete"));
+      std::replace(n.begin(), n.end(), '-', '_');
+      return n;
+    });
+
+TEST(RealStream10Test, VmdescStartsWithTheConfiguration) {
+  Bytes s = CorpusStream("qemu10-idle-complete-mixed-chunks");
+  std::string text(s.begin(), s.end());
+  std::size_t vmdesc = text.rfind("{\"configuration\": {");
+  ASSERT_NE(vmdesc, std::string::npos);
+  // 00 (EOF) 06 (VMDESCRIPTION) be32 length, then the JSON to the end.
+  ASSERT_GE(vmdesc, 6u);
+  EXPECT_EQ(s[vmdesc - 6], sf::kSectionEof);
+  EXPECT_EQ(s[vmdesc - 5], sf::kSectionVmdesc);
+  std::uint32_t len = (std::uint32_t{s[vmdesc - 4]} << 24) | (std::uint32_t{s[vmdesc - 3]} << 16) |
+                      (std::uint32_t{s[vmdesc - 2]} << 8) | s[vmdesc - 1];
+  EXPECT_EQ(vmdesc + len, s.size());
+}
+
+TEST(RealStream10Test, MultifdMainChannelIsRefusedAtItsFirstMultifdFlush) {
+  // The main channel of a QEMU 10.0 migration with capability multifd: the
+  // ram START carries a MULTIFD_FLUSH word right before its EOS.
+  Bytes s = CorpusStream("qemu10-multifd-main-head");
+  ASSERT_FALSE(s.empty());
+  Status st = ParseBothWays(s);
+  EXPECT_EQ(st.code(), StatusCode::kNotSupported);
+  EXPECT_EQ(st.message(), "MULTIFD_FLUSH record (capability multifd) at byte 184 is not supported");
+}
+
+TEST(RealStream10Test, MappedRamFileIsRefusedInItsConfiguration) {
+  Bytes s = CorpusStream("qemu10-mapped-ram-head");
+  ASSERT_FALSE(s.empty());
+  Status st = ParseBothWays(s);
+  EXPECT_EQ(st.code(), StatusCode::kNotSupported);
+  EXPECT_THAT(st.message(), HasSubstr("capability mapped-ram"));
+  EXPECT_THAT(st.message(), HasSubstr("at byte 63 is not supported"));
 }
 
 // ---- ParseStreamFile --------------------------------------------------------

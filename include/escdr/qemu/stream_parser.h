@@ -1,14 +1,16 @@
-// StreamParser: an incremental parser of the QEMU 7.2 precopy migration stream.
+// StreamParser: an incremental parser of the QEMU precopy migration stream, as
+// QEMU 7.2 and QEMU 10.0 write it.
 //
-// Spec: docs/qemu-migration-stream.md (our summary) and the byte-level
-// reference it cites. The parser is a push parser: feed it the stream in
+// Spec: docs/qemu-migration-stream.md (our summary, with what 10.0 changes)
+// and the byte-level references it cites. The parser is a push parser: feed it the stream in
 // chunks of any size, as they arrive from a socket or a file; it keeps only a
 // bounded amount of state (at most one record, < 8 KiB) between calls.
 //
 // It understands the header, the configuration section, COMMAND records and
 // the "ram" iterative section (START block list, PART and END records). After
 // the ram END section's footer, the rest (device state, EOF, vmdesc) is opaque
-// "tail" bytes: it holds no guest RAM in 7.2 precopy.
+// "tail" bytes: it holds no guest RAM in 7.2 or 10.0 precopy. QEMU 10.0's
+// SWITCHOVER_START command (just before the ram END) is accepted and counted.
 //
 // Contract with the visitor (what the proxy relies on):
 //   * Every input byte is reported exactly once, in stream order, either in an
@@ -28,12 +30,20 @@
 //   * Spans and pointers passed to the visitor are valid during the call only.
 //   * A non-OK Status from the visitor stops the parser; Feed() returns it.
 //
-// Refused with NotSupported and a message naming the capability: XBZRLE and
-// COMPRESS_PAGE records (capabilities xbzrle, compress), POSTCOPY/PACKAGED
-// commands (postcopy-ram, dirty-bitmaps), iterative sections other than "ram"
-// (block migration, dirty bitmaps, VFIO), and x-ignore-shared. Multifd cannot
-// be seen on the main channel; the agent refuses it by checking capabilities.
-// Malformed input is a ProtocolError naming the byte offset and what was wrong.
+// Refused with NotSupported and a message naming the capability and the byte
+// offset: XBZRLE, COMPRESS_PAGE and MULTIFD_FLUSH records (capabilities
+// xbzrle, compress, multifd), POSTCOPY/PACKAGED commands (postcopy-ram,
+// dirty-bitmaps), iterative sections other than "ram" (block migration, dirty
+// bitmaps, VFIO), early-setup device sections (virtio-mem), and the
+// x-ignore-shared and mapped-ram capabilities. Multifd without MULTIFD_FLUSH
+// records (machine types <= 8.0) cannot be seen on the main channel, nor can
+// migration mode cpr-transfer; the agent refuses them by checking the
+// source's capabilities and parameters.
+// Malformed input is a ProtocolError naming the byte offset and what was
+// wrong; that includes a ZERO record with a fill byte other than 0 in a stream
+// whose machine type is 8.2 or newer (its destination would refuse it). In
+// older or unversioned machine types such a record is passed on, and OnZero
+// reports its fill byte.
 //
 // Thread safety: none; one parser per stream, used by one thread.
 #ifndef ESCDR_QEMU_STREAM_PARSER_H_
@@ -97,6 +107,9 @@ struct StreamStats {
   std::uint64_t zero_records = 0;  // ZERO records
   std::uint64_t ram_sections = 0;  // START + PART + END sections seen
   std::uint64_t tail_bytes = 0;    // bytes after the ram END footer
+  // SWITCHOVER_START commands (QEMU >= 10.0 with machine types >= 10.0: one,
+  // right after the source VM stopped and before the ram END section).
+  std::uint64_t switchover_starts = 0;
 };
 
 class StreamParser {
@@ -121,6 +134,11 @@ class StreamParser {
 
   // The ram START block list, empty until it has been parsed.
   const std::vector<RamBlockInfo>& blocks() const;
+
+  // The machine type named by the configuration section, as the source
+  // resolved it ("pc-i440fx-10.0", "pc-q35-7.2"); empty until the section has
+  // been parsed, and for a stream without one.
+  const std::string& machine() const;
 
   const StreamStats& stats() const;
 
