@@ -95,6 +95,7 @@
 #include "escdr/page/page.h"
 #include "escdr/qemu/direct_migration.h"
 #include "escdr/qemu/launcher.h"
+#include "escdr/qemu/qemu_install.h"
 #include "escdr/qemu/qmp_commands.h"
 #include "escdr/qemu/serial_log.h"
 #include "escdr/sys/clock.h"
@@ -115,7 +116,9 @@ using escdr::agent::testing::FaultyLink;
 constexpr std::uint64_t kUnlimited = 64ull << 30;  // bytes/s
 constexpr const char* kVm = "mig";
 constexpr std::uint64_t kMemoryMib = 256;  // every guest of the benchmark
-const VmKind kKind{"debian", "12", "qemu", "7.2"};
+// The guests' kind; its hypervisor_version is --qemu-version (default 7.2,
+// the host's QEMU; 10.0 runs every path on tools/install-qemu.sh's tree).
+VmKind kKind{"debian", "12", "qemu", "7.2"};
 
 std::atomic<bool> g_stop{false};
 void OnSignal(int) { g_stop = true; }
@@ -133,6 +136,7 @@ struct Config {
   std::uint64_t wire_rate = 0;
   // Plaintext agent channels (--insecure) instead of mutual TLS.
   bool insecure = false;
+  std::string qemu_version = "7.2";
 };
 
 struct Variant {
@@ -313,7 +317,11 @@ class EscdrPaths {
   // the kind's catalog learned from the two donors. Does not wait for the
   // guests to boot (Settle does).
   Status Start() {
-    for (const char* h : {"h1", "h2", "h3"}) ESCDR_RETURN_IF_ERROR(cluster_.StartAgent(h));
+    const std::string qemu10 = escdr::agent::testing::Qemu10Dir();
+    for (const char* h : {"h1", "h2", "h3"}) {
+      if (!qemu10.empty()) cluster_.SetAgentArgs(h, {"--qemu", "qemu-system-x86_64", "--qemu", qemu10});
+      ESCDR_RETURN_IF_ERROR(cluster_.StartAgent(h));
+    }
     const std::string append = Append(variant_.kaslr);
     const std::pair<const char*, const char*> vms[] = {{kVm, "h1"}, {"donor-b", "h2"}, {"donor-c", "h3"}};
     for (const auto& [vm, host] : vms) {
@@ -487,6 +495,17 @@ class DirectPath {
     spec.append = EscdrPaths::Append(variant_.kaslr);
     if (variant_.dirty_mib > 0) spec.append += fmt::format(" escdr.dirty={}", variant_.dirty_mib);
     SetPaths(spec, 0);
+    // The QEMU of the guests' series: the host's, or the 10.0 tree.
+    const std::string qemu10 = escdr::agent::testing::Qemu10Dir();
+    ESCDR_ASSIGN_OR_RETURN(QemuInstall qemu,
+                           ProbeQemuInstall(kKind.hypervisor_version == "7.2" || qemu10.empty()
+                                                ? std::string("qemu-system-x86_64")
+                                                : qemu10));
+    if (qemu.Series() != kKind.hypervisor_version) {
+      return Status::NotFound(fmt::format("no QEMU {} here (tools/install-qemu.sh)",
+                                          kKind.hypervisor_version));
+    }
+    ESCDR_RETURN_IF_ERROR(UseQemuInstall(qemu, &spec));
     QemuProcessOptions o;
     o.remove_ram_file = true;
     ESCDR_ASSIGN_OR_RETURN(current_, QemuProcess::Start(spec, o));
@@ -728,6 +747,8 @@ Result<Config> ParseArgs(int argc, char** argv) {
     } else if (a == "--wire-rate") {
       ESCDR_ASSIGN_OR_RETURN(std::string v, value());
       c.wire_rate = std::strtoull(v.c_str(), nullptr, 10);
+    } else if (a == "--qemu-version") {
+      ESCDR_ASSIGN_OR_RETURN(c.qemu_version, value());
     } else if (a == "--insecure") {
       c.insecure = true;
     } else if (a == "--settle") {
@@ -738,10 +759,11 @@ Result<Config> ParseArgs(int argc, char** argv) {
           "usage: migration_bench [--runs N] [--variants nokaslr,kaslr,busy] "
           "[--paths escdr,no-escdr,direct,direct-zstd] "
           "[--bandwidths 125000000,0] [--wire-rate BYTES_PER_S] [--busy-mib MiB] [--json PATH] [--settle SECONDS] "
-          "[--insecure]; unknown argument " + a));
+          "[--insecure] [--qemu-version 7.2|10.0]; unknown argument " + a));
     }
   }
   if (c.runs < 1) return Err(Status::InvalidArgument("--runs must be at least 1"));
+  kKind.hypervisor_version = c.qemu_version;
   for (const std::string& p : c.paths) {
     if (p != "escdr" && p != "no-escdr" && !IsDirect(p)) return Err(Status::InvalidArgument("unknown path " + p));
   }
@@ -750,7 +772,8 @@ Result<Config> ParseArgs(int argc, char** argv) {
 
 Status RunVariant(const Config& cfg, const Variant& v, const std::string& guest_dir,
                   std::vector<Sample>& samples, const std::function<void()>& save) {
-  std::printf("== %s: booting guests (agent channels: %s)\n", v.name.c_str(),
+  std::printf("== %s: booting guests on QEMU %s (agent channels: %s)\n", v.name.c_str(),
+              kKind.hypervisor_version.c_str(),
               cfg.insecure ? "plaintext, --insecure" : "mutual TLS 1.3");
   std::fflush(stdout);
   const bool want_escdr = !std::ranges::all_of(cfg.paths, IsDirect);

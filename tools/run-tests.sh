@@ -2,7 +2,8 @@
 # The whole escdr test suite, as CI runs it (README: "Run the tests").
 #
 # Installs what is missing (tools/bootstrap.sh), builds with warnings as
-# errors, builds the test guest, starts a throwaway PostgreSQL cluster for the
+# errors, builds the test guest, installs QEMU 10.0 beside the host's 7.2
+# (tools/install-qemu.sh), starts a throwaway PostgreSQL cluster for the
 # inventory tests, runs every CTest test, and stops the cluster again.
 #
 # With CI=true (or ESCDR_EXTRA_CHECKS=1) it then runs the checks that need
@@ -29,6 +30,10 @@ export ESCDR_GUEST_DIR=${ESCDR_GUEST_DIR:-$root/$build/guest}
 if [ -x tools/build-guest.sh ]; then
   tools/build-guest.sh "$ESCDR_GUEST_DIR"
 fi
+# QEMU 10.0 beside the host's 7.2: the end-to-end and upgrade tests run
+# guests on both (docs/qemu-versions.md).
+ESCDR_QEMU10_DIR=$(tools/install-qemu.sh 10.0 | tail -n 1)
+export ESCDR_QEMU10_DIR
 
 extra=0
 if [ "${CI:-}" = true ] || [ "${ESCDR_EXTRA_CHECKS:-0}" = 1 ]; then

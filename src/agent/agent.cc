@@ -47,6 +47,16 @@ void UnlinkQuietly(const std::string& path) {
   if (!path.empty()) ::unlink(path.c_str());
 }
 
+// The inventory's launch spec JSON with `machine` as its machine type: the
+// canonical name a started VM keeps for its migrations ("pc-i440fx-7.2",
+// not "pc", which means another machine in another QEMU version).
+std::string CanonicalLaunchJson(const std::string& launch_json, const std::string& machine) {
+  json j = json::parse(launch_json, nullptr, /*allow_exceptions=*/false);
+  if (!j.is_object()) return launch_json;  // LocalLaunchSpec parsed it already
+  j["machine"] = machine;
+  return j.dump();
+}
+
 }  // namespace
 
 // ---- Agent (public) ----
@@ -114,6 +124,8 @@ Status Agent::Impl::Init() {
   address_ = options_.advertise.empty() ? fmt::format("{}:{}", hp.first, listener_->port())
                                         : options_.advertise;
 
+  ESCDR_RETURN_IF_ERROR(ProbeQemus());
+
   auto inv = OpenInventory(options_.inventory_url);
   if (!inv.has_value()) return Err(inv.error().WithContext(fmt::format("agent {}", options_.name)));
   inventory_ = std::move(*inv);
@@ -124,6 +136,7 @@ Status Agent::Impl::Init() {
   host.pod = options_.pod;
   host.memory_mib = options_.memory_mib;
   host.vcpus = options_.vcpus;
+  for (const QemuInstall& q : qemus_) host.qemu_versions.push_back(q.version);
   auto registered = inventory_->RegisterHost(host);
   if (!registered.has_value()) {
     return Err(registered.error().WithContext(
@@ -136,6 +149,25 @@ Status Agent::Impl::Init() {
                options_.state_dir, RedactUrl(options_.inventory_url),
                options_.tls ? "TLS 1.3 with " + options_.tls->description()
                             : std::string("PLAINTEXT: --insecure, no authentication"));
+  return Status::OK();
+}
+
+Status Agent::Impl::ProbeQemus() {
+  if (options_.qemu.empty()) {
+    return Status::InvalidArgument(fmt::format("agent {}: no QEMU to run guests with", options_.name));
+  }
+  for (const std::string& path : options_.qemu) {
+    auto q = ProbeQemuInstall(path);
+    if (!q.has_value()) return Err(q.error().WithContext(fmt::format("agent {}", options_.name)));
+    if (auto same = FindQemuSeries(qemus_, q->Series()); same.has_value()) {
+      return Status::InvalidArgument(fmt::format(
+          "agent {}: QEMU {} ({}) and {} ({}) are of one series; give one per series",
+          options_.name, (*same)->version, (*same)->path, q->version, path));
+    }
+    spdlog::info("agent {}: QEMU {} from {} ({} machine types)", options_.name, q->version, path,
+                 q->machines.size());
+    qemus_.push_back(std::move(*q));
+  }
   return Status::OK();
 }
 
@@ -203,7 +235,7 @@ std::string Agent::Impl::IncomingSocket(const std::string& vm) const {
   return fmt::format("{}/{}.in", run_dir_, vm);
 }
 
-Result<LaunchSpec> Agent::Impl::LocalLaunchSpec(const Vm& vm) const {
+Result<LaunchSpec> Agent::Impl::LocalLaunchSpec(const Vm& vm, std::string_view qemu_series) const {
   ESCDR_RETURN_IF_ERROR(ValidateLocalName("VM", vm.name));
   json j = json::parse(vm.launch_spec, nullptr, /*allow_exceptions=*/false);
   if (!j.is_object()) {
@@ -222,6 +254,21 @@ Result<LaunchSpec> Agent::Impl::LocalLaunchSpec(const Vm& vm) const {
   spec->serial_log = SerialLog(vm.name);
   spec->incoming.clear();
   spec->start_paused = false;
+  const std::string series(qemu_series.empty() ? RunSeries(vm) : qemu_series);
+  auto qemu = FindQemuSeries(qemus_, series);
+  if (!qemu.has_value()) {
+    return Err(Status::NotFound(fmt::format("VM {} needs QEMU {}, and host {} has {}", vm.name,
+                                            series, options_.name, qemu.error().message())));
+  }
+  if (series != RunSeries(vm) && IsMachineAlias(**qemu, spec->machine)) {
+    // "pc" in QEMU 10.0 is not the "pc" the VM was started as.
+    return Err(Status::FailedPrecondition(fmt::format(
+        "VM {} was started with machine type alias '{}', whose meaning differs between QEMU {} "
+        "and {}; restart it with an agent of this version, which records the canonical name",
+        vm.name, spec->machine, RunSeries(vm), series)));
+  }
+  ESCDR_RETURN_IF_ERROR(UseQemuInstall(**qemu, &*spec).WithContext(
+      fmt::format("VM {} on host {}", vm.name, options_.name)));
   return std::move(*spec);
 }
 
@@ -460,7 +507,8 @@ Result<VmInfo> Agent::Impl::StartVm(const std::string& name) {
   ESCDR_ASSIGN_OR_RETURN(auto entry, ReserveVm(rec, "starting"));
   Status s = LaunchReserved(entry);
   if (!s.ok()) return Err(s.WithContext(fmt::format("cannot start VM {} on {}", name, options_.name)));
-  s = inventory_->SetVmLaunch(name, vm.launch_spec, rec.spec.ram_path);
+  s = inventory_->SetVmLaunch(name, CanonicalLaunchJson(vm.launch_spec, rec.spec.machine),
+                             rec.spec.ram_path);
   if (s.ok() && vm.state != VmState::kRunning) s = inventory_->SetVmState(name, VmState::kRunning);
   if (!s.ok()) {
     (void)DestroyVm(entry, false);

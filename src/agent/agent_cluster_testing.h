@@ -31,6 +31,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <map>
@@ -62,6 +63,8 @@
 namespace escdr::agent::testing {
 
 inline std::string EscdrBinary() { return std::string(ESCDR_BINARY_DIR) + "/src/cli/escdr"; }
+
+using escdr::testing::Qemu10Dir;  // testing/test_guest.h
 
 struct CliResult {
   ExitStatus exit;
@@ -146,6 +149,12 @@ class AgentCluster {
   std::string StateDir(const std::string& host) const { return root_.File(host); }
   const std::string& root() const { return root_.path(); }
 
+  // Extra `escdr agent` options for `host` from its next start on, e.g.
+  // {"--qemu", "qemu-system-x86_64", "--qemu", Qemu10Dir()}.
+  void SetAgentArgs(const std::string& host, std::vector<std::string> args) {
+    agent_args_[host] = std::move(args);
+  }
+
   // Starts (or restarts, with the same state directory) the agent of `host`
   // and waits until it listens. `env` is added to its environment.
   Status StartAgent(const std::string& host,
@@ -164,6 +173,9 @@ class AgentCluster {
     for (const char* a : {"agent", "--name"}) o.argv.emplace_back(a);
     o.argv.insert(o.argv.end(), {host, "--listen", "127.0.0.1:0", "--ram-dir", shm_.path(),
                                  "--memory", "4G", "--vcpus", "8"});
+    if (auto it = agent_args_.find(host); it != agent_args_.end()) {
+      o.argv.insert(o.argv.end(), it->second.begin(), it->second.end());
+    }
     o.env = std::move(env);
     o.stdout_path = out;
     o.stderr_path = root_.File(host + ".log");
@@ -296,6 +308,7 @@ class AgentCluster {
   std::string tls_dir_;
   std::shared_ptr<const wire::TlsContext> client_tls_;
   std::map<std::string, AgentProc> agents_;
+  std::map<std::string, std::vector<std::string>> agent_args_;
   int cli_runs_ = 0;
 };
 

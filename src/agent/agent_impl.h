@@ -23,6 +23,7 @@
 #include "escdr/agent/agent.h"
 #include "escdr/agent/agent_client.h"
 #include "escdr/inventory/inventory.h"
+#include "escdr/qemu/qemu_install.h"
 #include "escdr/wire/connection.h"
 #include "escdr/wire/socket.h"
 
@@ -54,6 +55,8 @@ class Agent::Impl {
   ~Impl();
 
   Status Init();
+  // Probes options_.qemu into qemus_. InvalidArgument for two of one series.
+  Status ProbeQemus();
   Status Run();
   void Shutdown();
   const std::string& address() const { return address_; }
@@ -72,8 +75,11 @@ class Agent::Impl {
   std::string QemuLog(const std::string& vm) const;
   std::string OutgoingSocket(const std::string& vm) const;
   std::string IncomingSocket(const std::string& vm) const;
-  // The inventory's launch spec JSON for `vm` with this host's paths.
-  Result<LaunchSpec> LocalLaunchSpec(const Vm& vm) const;
+  // The inventory's launch spec JSON for `vm` with this host's paths, run by
+  // this host's QEMU of `qemu_series` ("" = the series the VM runs on now).
+  // NotFound if this host has no such QEMU or it lacks the VM's machine type.
+  Result<LaunchSpec> LocalLaunchSpec(const Vm& vm, std::string_view qemu_series = {}) const;
+  const std::vector<QemuInstall>& qemus() const { return qemus_; }
 
   // Reserves `name` for a new QEMU (busy `what`). AlreadyExists if taken.
   Result<std::shared_ptr<VmEntry>> ReserveVm(const VmRecord& record, const std::string& what);
@@ -130,6 +136,7 @@ class Agent::Impl {
   void ReapThreads(bool all);
 
   AgentOptions options_;
+  std::vector<QemuInstall> qemus_;  // from options_.qemu, probed by Init
   std::string address_;
   std::string vms_dir_, run_dir_, logs_dir_;
   std::string hold_after_scan_dir_;

@@ -157,7 +157,7 @@ Status IncomingMigration::StartQemu() {
   rec.role = VmRole::kIncoming;
   rec.kind = vm_.kind;
   rec.migration_id = id_;
-  ESCDR_ASSIGN_OR_RETURN(rec.spec, agent_.LocalLaunchSpec(vm_));
+  ESCDR_ASSIGN_OR_RETURN(rec.spec, agent_.LocalLaunchSpec(vm_, m.qemu_version));
   rec.spec.incoming = "defer";
   rec.spec.start_paused = true;  // resumed by commit_in only
   rec.pidfile = agent_.PidFile(vm_name_);

@@ -109,6 +109,7 @@ Result<std::unique_ptr<VmProcess>> VmProcess::Launch(const LaunchSpec& spec,
 
   SubprocessOptions sp;
   sp.argv = std::move(argv);
+  sp.env = QemuEnvPairs(spec);
   sp.stdout_path = qemu_log;
   sp.stderr_path = qemu_log;
   sp.kill_with_parent = false;

@@ -175,7 +175,6 @@ struct CreateArgs {
   std::string memory = "256";
   std::uint32_t vcpus = 1;
   std::string kernel, initrd, append = "console=ttyS0", machine = "pc";
-  std::string qemu = "qemu-system-x86_64";
   std::string host;
   std::string policy = "spread";
   bool no_start = false;
@@ -215,7 +214,6 @@ void RunVmCreate(const GlobalOptions& global, const CreateArgs& a) {
   spec.kernel = AbsolutePath(a.kernel, "--kernel");
   spec.initrd = AbsolutePath(a.initrd, "--initrd");
   spec.append = a.append;
-  spec.qemu_binary = a.qemu;
 
   VmSpec vs;
   vs.name = a.name;
@@ -295,6 +293,9 @@ void RegisterAgentCommands(CLI::App& app, GlobalOptions& global) {
   agent_cmd->add_option("--vcpus", aa->options.vcpus, "Host vCPUs for VMs (default 16)");
   agent_cmd->add_option("--rack", aa->options.rack, "Rack of this host");
   agent_cmd->add_option("--pod", aa->options.pod, "Pod of this host");
+  agent_cmd->add_option("--qemu", aa->options.qemu,
+                        "A QEMU to run guests with, one per series: a program, or a tree made by "
+                        "tools/install-qemu.sh (repeatable; default qemu-system-x86_64)");
 
   auto targets = std::make_shared<std::vector<std::string>>();
   CLI::App* status = agent_cmd->add_subcommand("status", "Status of agents and the VMs they run");
@@ -316,14 +317,14 @@ void RegisterAgentCommands(CLI::App& app, GlobalOptions& global) {
   create->add_option("--os-version", ca->os_version, "Guest OS version, e.g. 12")->required();
   create->add_option("--hypervisor", ca->hypervisor, "Hypervisor name (default qemu)");
   create->add_option("--hypervisor-version", ca->hypervisor_version,
-                     "Hypervisor version, e.g. 7.2")->required();
+                     "QEMU series the VM runs on, e.g. 7.2 or 10.0; its host must have it")
+      ->required();
   create->add_option("--memory", ca->memory, "Guest memory: MiB, or with M, G or T (default 256)");
   create->add_option("--vcpus", ca->vcpus, "vCPUs (default 1)");
   create->add_option("--kernel", ca->kernel, "Kernel image (bzImage)")->required();
   create->add_option("--initrd", ca->initrd, "Initial ramdisk");
   create->add_option("--append", ca->append, "Kernel command line (default console=ttyS0)");
   create->add_option("--machine", ca->machine, "QEMU machine type (default pc)");
-  create->add_option("--qemu", ca->qemu, "QEMU binary (default qemu-system-x86_64)");
   create->add_option("--host", ca->host, "Put it on this host instead of asking placement");
   create->add_option("--policy", ca->policy, "Placement policy: spread (default), pack, random");
   create->add_flag("--no-start", ca->no_start, "Only place and register it");

@@ -2,10 +2,12 @@
 // static-page catalogs (docs/cli-catalog.md).
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <cstring>
 #include <cstdio>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -15,6 +17,7 @@
 
 #include "cli/command.h"
 #include "cli/inventory_access.h"
+#include "escdr/base/qemu_version.h"
 #include "escdr/base/vm_kind.h"
 #include "escdr/catalog/catalog.h"
 #include "escdr/catalog/catalog_format.h"
@@ -267,12 +270,49 @@ void RunLearn(const GlobalOptions& global, const LearnArgs& args) {
 
 // ---- list ----
 
+// The share of a kind's RAM that its catalog holds as static by position
+// (the pages a donor fills in by position), 0..1.
+double StaticShare(const CatalogSummary& summary) {
+  std::uint64_t pages = 0;
+  for (const RamBlockInfo& b : summary.blocks) pages += b.length / kPageSize;
+  return pages == 0 ? 0.0 : static_cast<double>(summary.position_count) / static_cast<double>(pages);
+}
+
+// The paper's two-dimensional list: one row per OS version, one column per
+// hypervisor version, each cell the static share of that kind's catalog.
+std::string RenderKindGrid(const std::map<std::pair<std::string, std::string>, std::string>& cells) {
+  std::vector<std::string> rows, cols;
+  for (const auto& [key, value] : cells) {
+    if (std::find(rows.begin(), rows.end(), key.first) == rows.end()) rows.push_back(key.first);
+    if (std::find(cols.begin(), cols.end(), key.second) == cols.end()) cols.push_back(key.second);
+  }
+  std::sort(cols.begin(), cols.end(), [](const std::string& a, const std::string& b) {
+    // "qemu 10.0" after "qemu 7.2": numeric within one hypervisor.
+    const std::size_t sa = a.rfind(' '), sb = b.rfind(' ');
+    if (a.substr(0, sa) != b.substr(0, sb)) return a < b;
+    return CompareQemuVersions(a.substr(sa + 1), b.substr(sb + 1)) < 0;
+  });
+  std::vector<std::string> header = {"OS \\ HYPERVISOR"};
+  for (const std::string& c : cols) header.push_back(">" + c);
+  Table t(header);
+  for (const std::string& r : rows) {
+    std::vector<std::string> row = {r};
+    for (const std::string& c : cols) {
+      auto it = cells.find({r, c});
+      row.push_back(it == cells.end() ? "-" : it->second);
+    }
+    t.AddRow(std::move(row));
+  }
+  return t.Render();
+}
+
 void RunList(const GlobalOptions& global) {
   auto store = Unwrap(OpenCatalogStore(global));
   const std::vector<StoredCatalogInfo> infos = Unwrap(store->ListCatalogs());
   json docs = json::array();
   Table t({"OS", "OS VERSION", "HYPERVISOR", "HV VERSION", ">SAMPLES", ">CONTENT", ">POSITION",
-           ">SIZE", "STORED"});
+           ">STATIC", ">SIZE", "STORED"});
+  std::map<std::pair<std::string, std::string>, std::string> grid;
   for (const StoredCatalogInfo& info : infos) {
     // A damaged catalog is listed with its error instead of hiding the rest.
     Result<std::string> bytes = store->GetCatalog(info.kind);
@@ -283,16 +323,24 @@ void RunList(const GlobalOptions& global) {
              {"created_at", info.created_at}};
     std::vector<std::string> row = {info.kind.os, info.kind.os_version, info.kind.hypervisor,
                                     info.kind.hypervisor_version};
+    const std::pair<std::string, std::string> cell = {
+        info.kind.os + " " + info.kind.os_version,
+        info.kind.hypervisor + " " + info.kind.hypervisor_version};
     if (summary) {
+      const double share = StaticShare(*summary);
       doc["samples"] = summary->sample_count;
       doc["content_pages"] = summary->content_count;
       doc["position_pages"] = summary->position_count;
+      doc["static_share"] = share;
       row.insert(row.end(), {std::to_string(summary->sample_count),
                              std::to_string(summary->content_count),
-                             std::to_string(summary->position_count)});
+                             std::to_string(summary->position_count),
+                             fmt::format("{:.1f}%", 100.0 * share)});
+      grid[cell] = fmt::format("{:.1f}%", 100.0 * share);
     } else {
       doc["error"] = summary.error().message();
-      row.insert(row.end(), {"-", "-", "-"});
+      row.insert(row.end(), {"-", "-", "-", "-"});
+      grid[cell] = "damaged";
     }
     row.push_back(HumanBytes(static_cast<double>(info.size_bytes)));
     row.push_back(summary ? info.created_at : "damaged: " + summary.error().message());
@@ -308,6 +356,8 @@ void RunList(const GlobalOptions& global) {
     return;
   }
   std::fputs(t.Render().c_str(), stdout);
+  std::puts("\nstatic share of RAM by kind (pages static by position / all pages):");
+  std::fputs(RenderKindGrid(grid).c_str(), stdout);
 }
 
 // ---- show ----

@@ -50,6 +50,7 @@
 #include "escdr/base/vm_kind.h"
 #include "escdr/qemu/direct_migration.h"
 #include "escdr/qemu/launcher.h"
+#include "escdr/qemu/qemu_install.h"
 #include "escdr/qemu/qmp_commands.h"
 #include "escdr/qemu/serial_log.h"
 #include "escdr/sys/clock.h"
@@ -71,7 +72,6 @@ std::atomic<int> g_signal{0};
 void OnSignal(int sig) { g_signal.store(sig); }
 
 // The test guest as one VmKind (the same as the tests use).
-const VmKind kKind{"debian", "12", "qemu", "7.2"};
 constexpr int kHosts = 3;
 constexpr int kVms = 4;
 constexpr int kLearnFrom = 3;  // demo-1..demo-3; demo-4 migrates
@@ -85,8 +85,16 @@ constexpr std::uint64_t kMaxBandwidth = 134217728;
 constexpr std::uint64_t kQemuUncapped = 64ull << 30;
 constexpr std::uint32_t kMultifdChannels = 4;
 
+// Where tools/install-qemu.sh puts QEMU 10.0; the demo offers it to its
+// agents when it is there.
+constexpr const char* kQemu10Tree = "/var/lib/escdr/qemu-10.0";
+
 struct DemoArgs {
   std::string guest;
+  // The QEMUs the agents get (`escdr agent --qemu`), and the series the
+  // demo's VMs run on ("" = that of the first).
+  std::vector<std::string> qemu;
+  std::string qemu_version;
   std::uint32_t memory_mib = 256;
   bool kaslr = false;
   bool keep = false;
@@ -181,6 +189,9 @@ class Demo {
   Result<json> Escdr(const std::vector<std::string>& args, seconds timeout, bool interruptible = true);
 
   DemoArgs args_;
+  VmKind kind_{"debian", "12", "qemu", ""};  // hypervisor_version set by Prepare
+  const QemuInstall* qemu_ = nullptr;        // of qemus_: the VMs' QEMU
+  std::vector<QemuInstall> qemus_;
   std::FILE* out_;
   std::string self_;
   std::string kernel_, initrd_;
@@ -269,6 +280,25 @@ Status Demo::Prepare() {
     return Status::InvalidArgument(
         fmt::format("--memory {} MiB is outside [64, 65536]", args_.memory_mib));
   }
+  if (args_.qemu.empty()) {
+    args_.qemu = {"qemu-system-x86_64"};
+    if (std::filesystem::is_directory(kQemu10Tree, ec)) args_.qemu.push_back(kQemu10Tree);
+  }
+  for (const std::string& path : args_.qemu) {
+    ESCDR_ASSIGN_OR_RETURN(QemuInstall q, ProbeQemuInstall(path));
+    qemus_.push_back(std::move(q));
+  }
+  if (args_.qemu_version.empty()) args_.qemu_version = qemus_.front().Series();
+  auto found = FindQemuSeries(qemus_, args_.qemu_version);
+  if (!found.has_value()) {
+    return Status::NotFound(fmt::format("--qemu-version {}: {}{}", args_.qemu_version,
+                                        found.error().message(),
+                                        args_.qemu_version == "10.0"
+                                            ? "; tools/install-qemu.sh 10.0 installs it"
+                                            : ""));
+  }
+  qemu_ = *found;
+  kind_.hypervisor_version = args_.qemu_version;
   ESCDR_ASSIGN_OR_RETURN(root_, TempDir::Create("escdr-demo"));
   ESCDR_ASSIGN_OR_RETURN(shm_, TempDir::Create("escdr-demo", "/dev/shm"));
   db_ = root_.File("inventory.db");
@@ -301,14 +331,17 @@ Status Demo::StartAgents() {
     o.argv = {self_,    "--db",   db_,        "--state-dir",   a.state_dir, "--tls-dir",
               tls_dir_, "--json", "agent",    "--name",        a.host,      "--listen",
               "127.0.0.1:0", "--ram-dir", shm_.path()};
+    for (const std::string& q : args_.qemu) o.argv.insert(o.argv.end(), {"--qemu", q});
     o.stdout_path = root_.File(a.host + ".out");
     o.stderr_path = root_.File(a.host + ".log");
     o.new_process_group = true;
     // PDEATHSIG takes the agents down with a killed demo, except when they
     // are to outlive it (--keep).
     o.kill_with_parent = !args_.keep;
-    Say("$ escdr --state-dir {} --tls-dir {} agent --name {} --listen 127.0.0.1:0 --ram-dir {} &",
-        a.state_dir, tls_dir_, a.host, shm_.path());
+    std::string qemu_flags;
+    for (const std::string& q : args_.qemu) qemu_flags += " --qemu " + q;
+    Say("$ escdr --state-dir {} --tls-dir {} agent --name {} --listen 127.0.0.1:0 --ram-dir {}{} &",
+        a.state_dir, tls_dir_, a.host, shm_.path(), qemu_flags);
     ESCDR_ASSIGN_OR_RETURN(a.process, Subprocess::Spawn(o));
     agents_.push_back(std::move(a));
   }
@@ -338,7 +371,7 @@ Status Demo::StartAgents() {
 
 Status Demo::CreateVms() {
   Say("\n== 2. Four VMs of kind {}, {} MiB each, placed by the inventory (no --host)",
-      kKind.ToString(), args_.memory_mib);
+      kind_.ToString(), args_.memory_mib);
   for (int i = 1; i <= kVms; ++i) {
     DemoVm vm;
     vm.name = fmt::format("demo-{}", i);
@@ -346,9 +379,9 @@ Status Demo::CreateVms() {
     // differ the way real VMs of one kind do.
     const std::string append = GuestAppend(i);
     ESCDR_ASSIGN_OR_RETURN(
-        json doc, Escdr({"vm", "create", vm.name, "--os", kKind.os, "--os-version", kKind.os_version,
-                         "--hypervisor", kKind.hypervisor, "--hypervisor-version",
-                         kKind.hypervisor_version, "--memory", std::to_string(args_.memory_mib),
+        json doc, Escdr({"vm", "create", vm.name, "--os", kind_.os, "--os-version", kind_.os_version,
+                         "--hypervisor", kind_.hypervisor, "--hypervisor-version",
+                         kind_.hypervisor_version, "--memory", std::to_string(args_.memory_mib),
                          "--kernel", kernel_, "--initrd", initrd_, "--append", append},
                         seconds(180)));
     vm.host = StringOr(doc, "host");
@@ -405,7 +438,7 @@ Status Demo::WaitForBoot() {
 }
 
 Result<json> Demo::LearnCatalog() {
-  // The kind comes from the VMs themselves (they are all of kKind).
+  // The kind comes from the VMs themselves (they are all of kind_).
   std::vector<std::string> args = {"catalog", "learn"};
   std::string names;
   for (int i = 0; i < kLearnFrom; ++i) {
@@ -515,6 +548,7 @@ Status Demo::StartDirectGuest() {
   spec.ram_path = shm_.File("direct-1.ram");
   spec.qmp_socket = root_.File("direct-1.qmp");
   spec.serial_log = root_.File("direct-1.serial");
+  ESCDR_RETURN_IF_ERROR(UseQemuInstall(*qemu_, &spec));
   QemuProcessOptions o;
   o.remove_ram_file = true;
   ESCDR_ASSIGN_OR_RETURN(direct_src_, QemuProcess::Start(spec, o));
@@ -690,6 +724,7 @@ Result<json> Demo::Run() {
   Say("escdr demo: {} agents, {} VMs of one kind, a catalog, two migrations compared with QEMU's own "
       "multifd+zstd", kHosts, kVms);
   Say("  guest      {} ({} MiB, {})", args_.guest, args_.memory_mib, args_.kaslr ? "KASLR" : "nokaslr");
+  Say("  QEMU       {} ({}), for the kind {}", qemu_->version, qemu_->path, kind_.ToString());
   Say("  work dir   {} (inventory, agent state, logs)", root_.path());
   Say("  guest RAM  {}", shm_.path());
   Say("  every `$ escdr ...` below runs as `escdr --db {} --state-dir {} --tls-dir {} --tls-name cli "
@@ -732,8 +767,8 @@ Result<json> Demo::Run() {
   }
   const double we = with["wire_bytes_sent"].get<double>();
   const double wp = plain["wire_bytes_sent"].get<double>();
-  return json{{"kind", {{"os", kKind.os}, {"os_version", kKind.os_version}, {"hypervisor", kKind.hypervisor},
-                        {"hypervisor_version", kKind.hypervisor_version}}},
+  return json{{"kind", {{"os", kind_.os}, {"os_version", kind_.os_version}, {"hypervisor", kind_.hypervisor},
+                        {"hypervisor_version", kind_.hypervisor_version}}},
               {"guest", args_.guest},
               {"memory_mib", args_.memory_mib},
               {"kaslr", args_.kaslr},
@@ -869,6 +904,11 @@ void RegisterDemoCommand(CLI::App& app, GlobalOptions& global) {
                   "Test guest directory with vmlinuz and initrd.img (tools/build-guest.sh DIR; "
                   "default: <build>/guest next to this binary)");
   cmd->add_option("--memory", a->memory_mib, "Guest memory in MiB (default 256)");
+  cmd->add_option("--qemu-version", a->qemu_version,
+                  "QEMU series the VMs run on, e.g. 10.0 (default: that of the first --qemu)");
+  cmd->add_option("--qemu", a->qemu,
+                  "QEMUs the agents run (escdr agent --qemu; default qemu-system-x86_64, and "
+                  "/var/lib/escdr/qemu-10.0 if tools/install-qemu.sh made it)");
   cmd->add_flag("--kaslr", a->kaslr, "Boot the guests with KASLR (default: nokaslr)");
   cmd->add_flag("--keep", a->keep, "Leave the agents and VMs running at the end and print how to stop them");
   cmd->add_flag("--json", a->json, "Print the comparison as one JSON document (progress goes to stderr)");

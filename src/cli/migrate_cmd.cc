@@ -38,6 +38,7 @@ struct MigrateArgs {
   std::string vm;
   std::string to;
   std::string donor;
+  std::string qemu_version;  // "" = the series the VM runs on
   std::string destination_address;
   std::string max_bandwidth;
   std::string compress;
@@ -181,7 +182,7 @@ void RunMigrate(const GlobalOptions& global, const MigrateArgs& a) {
   auto tls = Unwrap(global.AgentTls());
   std::string destination = a.to;
   if (destination.empty()) {
-    DestinationPlan plan = Unwrap(inv->PlanDestination(a.vm));
+    DestinationPlan plan = Unwrap(inv->PlanDestination(a.vm, a.qemu_version));
     if (!plan.decision.chosen) {
       Fail(Status::ResourceExhausted(fmt::format("no host can take VM {} now", a.vm)));
     }
@@ -192,7 +193,7 @@ void RunMigrate(const GlobalOptions& global, const MigrateArgs& a) {
                                            : " (no host runs a donor: nothing will be saved)");
     }
   }
-  Migration m = Unwrap(inv->BeginMigration(a.vm, destination, a.donor));
+  Migration m = Unwrap(inv->BeginMigration(a.vm, destination, a.donor, a.qemu_version));
   const auto started = MonotonicClock::now();
 
   agent::MigrateOutRequest req;
@@ -317,6 +318,9 @@ void RegisterMigrateCommand(CLI::App& app, GlobalOptions& global) {
   cmd->add_option("VM", a->vm, "The VM to migrate")->required();
   cmd->add_option("--to", a->to, "Destination host (default: the placement module's choice)");
   cmd->add_option("--donor", a->donor, "Donor VM on the destination (default: the inventory's)");
+  cmd->add_option("--qemu-version", a->qemu_version,
+                  "QEMU series to run the VM on at the destination, e.g. 10.0 to upgrade a VM "
+                  "of 7.2 (default: the one it runs on; never older)");
   cmd->add_flag("--no-escdr", a->no_escdr,
                 "Elide, deduplicate and compress nothing: the same path as a plain migration, "
                 "for comparison");

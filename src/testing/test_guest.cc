@@ -9,6 +9,7 @@
 
 #include <fmt/format.h>
 
+#include "escdr/qemu/qemu_install.h"
 #include "escdr/qemu/serial_log.h"
 #include "escdr/sys/clock.h"
 #include "escdr/sys/subprocess.h"
@@ -53,6 +54,13 @@ std::string ShellQuote(const std::string& s) {
 }
 
 }  // namespace
+
+std::string Qemu10Dir() {
+  const char* env = std::getenv("ESCDR_QEMU10_DIR");
+  const std::string dir = env != nullptr && *env != '\0' ? env : "/var/lib/escdr/qemu-10.0";
+  struct stat st {};
+  return ::stat((dir + "/usr/bin/qemu-system-x86_64").c_str(), &st) == 0 ? dir : "";
+}
 
 Result<std::string> EnsureGuestBuilt(const GuestOptions& options) {
   std::string source = !options.source_dir.empty() ? options.source_dir
@@ -122,6 +130,10 @@ Result<std::unique_ptr<TestGuest>> TestGuest::Launch(const GuestOptions& options
   spec.qmp_socket = guest->dir_.File("qmp.sock");
   spec.serial_log = guest->dir_.File("serial.log");
   spec.extra_args = options.extra_qemu_args;
+  if (!options.qemu.empty()) {
+    ESCDR_ASSIGN_OR_RETURN(QemuInstall qemu, ProbeQemuInstall(options.qemu));
+    ESCDR_RETURN_IF_ERROR(UseQemuInstall(qemu, &spec));
+  }
 
   QemuProcessOptions po;
   po.start_timeout = options.boot_timeout;

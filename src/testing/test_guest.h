@@ -55,7 +55,14 @@ struct GuestOptions {
   // idle 2-core machine, but took ~75 s when 4 booted at once on a loaded one.
   std::chrono::milliseconds boot_timeout{300000};
   std::vector<std::string> extra_qemu_args;
+  // The QEMU to run: "" = the host's qemu-system-x86_64; else a program or a
+  // tree of tools/install-qemu.sh (see Qemu10Dir()), as `escdr agent --qemu`.
+  std::string qemu;
 };
+
+// The QEMU 10.0 tree of tools/install-qemu.sh ($ESCDR_QEMU10_DIR, default
+// /var/lib/escdr/qemu-10.0), or "" if it is not there.
+std::string Qemu10Dir();
 
 // The guest directory (holding vmlinuz, initrd.img, VERSION) per the search
 // order above, built or refreshed with tools/build-guest.sh.

@@ -31,6 +31,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "escdr/base/status.h"
 #include "escdr/wire/tls.h"
@@ -60,6 +61,12 @@ struct AgentOptions {
   std::uint32_t vcpus = 16;
   std::string rack;
   std::string pod;
+  // The QEMUs this host runs guests with (docs/qemu-versions.md): each a
+  // program (path or name in $PATH) or a QEMU tree made by
+  // tools/install-qemu.sh. Each is asked its version and machine types at
+  // start; the versions are registered with the host, and a VM runs on the
+  // one of its QEMU series. One per series.
+  std::vector<std::string> qemu = {"qemu-system-x86_64"};
   // Starting a QEMU (TCG on a loaded machine is slow): until QMP answers.
   std::chrono::milliseconds qemu_start_timeout{120000};
   // How long a stopping VM may take to quit before SIGKILL.
