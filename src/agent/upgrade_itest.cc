@@ -46,7 +46,9 @@ class UpgradeTest : public ::testing::Test {
     auto guest = escdr::testing::EnsureGuestBuilt();
     ASSERT_TRUE(guest.has_value()) << guest.error().ToString();
     guest_ = *guest;
+    cluster_.SetAgentArgs("h1", {"--qemu", "qemu-system-x86_64"});
     cluster_.SetAgentArgs("h2", {"--qemu", "qemu-system-x86_64", "--qemu", qemu10_});
+    cluster_.SetAgentArgs("h3", {"--qemu", "qemu-system-x86_64"});
     for (const char* h : {"h1", "h2"}) {
       Status s = cluster_.StartAgent(h);
       ASSERT_TRUE(s.ok()) << s.ToString();

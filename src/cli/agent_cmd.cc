@@ -24,6 +24,7 @@
 #include "escdr/base/vm_kind.h"
 #include "escdr/inventory/inventory.h"
 #include "escdr/qemu/launch_spec.h"
+#include "escdr/qemu/qemu_install.h"
 
 namespace escdr::cli {
 namespace {
@@ -52,6 +53,7 @@ Result<agent::AgentClient> ClientForHost(const GlobalOptions& global, Inventory&
 
 struct AgentArgs {
   agent::AgentOptions options;
+  bool qemu_given = false;  // --qemu on the command line
   std::string memory = "16G";
 };
 
@@ -59,6 +61,7 @@ void RunAgent(const GlobalOptions& global, AgentArgs& args) {
   agent::SetupAgentLogging(global.verbosity);
 
   agent::AgentOptions o = args.options;
+  if (!args.qemu_given) o.qemu = DefaultQemuPaths();
   o.memory_mib = Unwrap(ParseMib("--memory", args.memory));
   o.state_dir = Unwrap(global.StateDir());
   o.tls = Unwrap(global.AgentTls(o.name));
@@ -293,9 +296,15 @@ void RegisterAgentCommands(CLI::App& app, GlobalOptions& global) {
   agent_cmd->add_option("--vcpus", aa->options.vcpus, "Host vCPUs for VMs (default 16)");
   agent_cmd->add_option("--rack", aa->options.rack, "Rack of this host");
   agent_cmd->add_option("--pod", aa->options.pod, "Pod of this host");
-  agent_cmd->add_option("--qemu", aa->options.qemu,
-                        "A QEMU to run guests with, one per series: a program, or a tree made by "
-                        "tools/install-qemu.sh (repeatable; default qemu-system-x86_64)");
+  agent_cmd->add_option_function<std::vector<std::string>>(
+      "--qemu",
+      [aa](const std::vector<std::string>& paths) {
+        aa->options.qemu = paths;
+        aa->qemu_given = true;
+      },
+      "A QEMU to run guests with, one per series: a program, or a tree made by "
+      "tools/install-qemu.sh (repeatable; default qemu-system-x86_64 and every "
+      "/var/lib/escdr/qemu-* tree)");
 
   auto targets = std::make_shared<std::vector<std::string>>();
   CLI::App* status = agent_cmd->add_subcommand("status", "Status of agents and the VMs they run");

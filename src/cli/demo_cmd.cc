@@ -85,10 +85,6 @@ constexpr std::uint64_t kMaxBandwidth = 134217728;
 constexpr std::uint64_t kQemuUncapped = 64ull << 30;
 constexpr std::uint32_t kMultifdChannels = 4;
 
-// Where tools/install-qemu.sh puts QEMU 10.0; the demo offers it to its
-// agents when it is there.
-constexpr const char* kQemu10Tree = "/var/lib/escdr/qemu-10.0";
-
 struct DemoArgs {
   std::string guest;
   // The QEMUs the agents get (`escdr agent --qemu`), and the series the
@@ -280,10 +276,7 @@ Status Demo::Prepare() {
     return Status::InvalidArgument(
         fmt::format("--memory {} MiB is outside [64, 65536]", args_.memory_mib));
   }
-  if (args_.qemu.empty()) {
-    args_.qemu = {"qemu-system-x86_64"};
-    if (std::filesystem::is_directory(kQemu10Tree, ec)) args_.qemu.push_back(kQemu10Tree);
-  }
+  if (args_.qemu.empty()) args_.qemu = DefaultQemuPaths();
   for (const std::string& path : args_.qemu) {
     ESCDR_ASSIGN_OR_RETURN(QemuInstall q, ProbeQemuInstall(path));
     qemus_.push_back(std::move(q));
@@ -907,8 +900,8 @@ void RegisterDemoCommand(CLI::App& app, GlobalOptions& global) {
   cmd->add_option("--qemu-version", a->qemu_version,
                   "QEMU series the VMs run on, e.g. 10.0 (default: that of the first --qemu)");
   cmd->add_option("--qemu", a->qemu,
-                  "QEMUs the agents run (escdr agent --qemu; default qemu-system-x86_64, and "
-                  "/var/lib/escdr/qemu-10.0 if tools/install-qemu.sh made it)");
+                  "QEMUs the agents run (escdr agent --qemu; default qemu-system-x86_64 and "
+                  "every /var/lib/escdr/qemu-* tree of tools/install-qemu.sh)");
   cmd->add_flag("--kaslr", a->kaslr, "Boot the guests with KASLR (default: nokaslr)");
   cmd->add_flag("--keep", a->keep, "Leave the agents and VMs running at the end and print how to stop them");
   cmd->add_flag("--json", a->json, "Print the comparison as one JSON document (progress goes to stderr)");

@@ -9,6 +9,7 @@
 #include <cctype>
 #include <cerrno>
 #include <chrono>
+#include <filesystem>
 #include <csignal>
 #include <cstdlib>
 
@@ -142,6 +143,22 @@ void ParseQemuMachineHelp(std::string_view output, std::vector<std::string>* mac
     machines->push_back(std::move(name));
   }
   std::sort(machines->begin(), machines->end());
+}
+
+std::vector<std::string> DefaultQemuPaths() {
+  std::vector<std::string> paths = {"qemu-system-x86_64"};
+  std::vector<std::string> trees;
+  std::error_code ec;
+  for (const auto& e : std::filesystem::directory_iterator(kQemuTreeRoot, ec)) {
+    const std::string name = e.path().filename().string();
+    if (name.starts_with("qemu-") && name.find(".partial") == std::string::npos &&
+        IsFile(e.path().string() + "/usr/bin/qemu-system-x86_64")) {
+      trees.push_back(e.path().string());
+    }
+  }
+  std::sort(trees.begin(), trees.end());
+  paths.insert(paths.end(), trees.begin(), trees.end());
+  return paths;
 }
 
 Result<QemuInstall> ProbeQemuInstall(const std::string& path) {

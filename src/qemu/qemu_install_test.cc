@@ -1,5 +1,6 @@
 #include "escdr/qemu/qemu_install.h"
 
+#include <algorithm>
 #include <cstdlib>
 #include <filesystem>
 #include <string>
@@ -117,6 +118,16 @@ TEST(QemuInstallTest, ProbesTheQemu10Tree) {
   EXPECT_EQ(*q->CanonicalMachine("pc"), "pc-i440fx-10.0");
   // It can run VMs started on 7.2 (upgrade migrations).
   EXPECT_EQ(*q->CanonicalMachine("pc-i440fx-7.2"), "pc-i440fx-7.2");
+}
+
+TEST(QemuInstallTest, DefaultPathsAreTheHostQemuThenTheInstalledTrees) {
+  const std::vector<std::string> paths = DefaultQemuPaths();
+  ASSERT_FALSE(paths.empty());
+  EXPECT_EQ(paths.front(), "qemu-system-x86_64");
+  const std::string tree = std::string(kQemuTreeRoot) + "/qemu-10.0";
+  const bool installed = std::filesystem::exists(tree + "/usr/bin/qemu-system-x86_64");
+  EXPECT_EQ(std::find(paths.begin(), paths.end(), tree) != paths.end(), installed);
+  for (const std::string& p : paths) EXPECT_EQ(p.find(".partial"), std::string::npos) << p;
 }
 
 }  // namespace

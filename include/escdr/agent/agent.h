@@ -65,7 +65,8 @@ struct AgentOptions {
   // program (path or name in $PATH) or a QEMU tree made by
   // tools/install-qemu.sh. Each is asked its version and machine types at
   // start; the versions are registered with the host, and a VM runs on the
-  // one of its QEMU series. One per series.
+  // one of its QEMU series. One per series. `escdr agent` without --qemu
+  // passes DefaultQemuPaths() (the host's and tools/install-qemu.sh's).
   std::vector<std::string> qemu = {"qemu-system-x86_64"};
   // Starting a QEMU (TCG on a loaded machine is slow): until QMP answers.
   std::chrono::milliseconds qemu_start_timeout{120000};

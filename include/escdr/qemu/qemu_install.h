@@ -65,6 +65,13 @@ Status UseQemuInstall(const QemuInstall& install, LaunchSpec* spec);
 // meaning changes with the QEMU version.
 bool IsMachineAlias(const QemuInstall& install, std::string_view machine);
 
+// Where tools/install-qemu.sh puts its trees: <kQemuTreeRoot>/qemu-SERIES.
+inline constexpr const char* kQemuTreeRoot = "/var/lib/escdr";
+
+// What an agent runs when told nothing: the host's qemu-system-x86_64, then
+// every tree <kQemuTreeRoot>/qemu-* that holds a qemu-system-x86_64, by name.
+std::vector<std::string> DefaultQemuPaths();
+
 // Parsers of QEMU's own output, for tests.
 // "QEMU emulator version 10.0.13 (Debian ...)" -> "10.0.13".
 Result<std::string> ParseQemuVersionOutput(std::string_view output);
