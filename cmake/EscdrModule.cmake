@@ -86,3 +86,19 @@ function(escdr_glob_module name)
       LABELS integration TIMEOUT ${timeout} SERIAL)
   endforeach()
 endfunction()
+
+# escdr_qemu10_tests(TARGET ENV_VAR FILTER)
+#   Registers the tests of integration-test binary TARGET that match the gtest
+#   FILTER once more, prefixed "qemu10.", with ENV_VAR=10.0 in their
+#   environment: the test then runs its guests on QEMU 10.0
+#   (tools/install-qemu.sh) instead of the host's 7.2.
+function(escdr_qemu10_tests target env filter)
+  if(NOT ESCDR_BUILD_TESTS)
+    return()
+  endif()
+  gtest_discover_tests(${target}
+    TEST_PREFIX "qemu10."
+    TEST_FILTER "${filter}"
+    DISCOVERY_TIMEOUT 60
+    PROPERTIES TIMEOUT 900 LABELS integration RUN_SERIAL TRUE ENVIRONMENT ${env}=10.0)
+endfunction()
