@@ -1,12 +1,18 @@
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstring>
+#include <set>
 
 #include <fmt/format.h>
 
 #include "escdr/qemu/launch_spec.h"
+#include "escdr/sys/unique_fd.h"
 
 namespace escdr {
 namespace {
@@ -49,6 +55,74 @@ bool KnownIncoming(const std::string& in) {
   return false;
 }
 
+Status CheckOptionValue(const std::string& vm, std::string_view field, const std::string& v) {
+  if (v.find(',') != std::string::npos) {
+    return Status::InvalidArgument(fmt::format(
+        "launch spec {}: {} '{}' contains ',', which QEMU options cannot take", vm, field, v));
+  }
+  return Status::OK();
+}
+
+Status ValidateHardware(const LaunchSpec& s) {
+  for (const DiskSpec& d : s.disks) {
+    ESCDR_RETURN_IF_ERROR(CheckOptionValue(s.name, "disk", d.path));
+    ESCDR_RETURN_IF_ERROR(CheckReadableFile("disk", d.path));
+    if (d.format != "raw" && d.format != "qcow2") {
+      return Status::InvalidArgument(fmt::format(
+          "launch spec {}: disk {} has format '{}', not raw or qcow2", s.name, d.path, d.format));
+    }
+    if (!d.read_only && ::access(d.path.c_str(), W_OK) != 0) {
+      return Status::InvalidArgument(
+          fmt::format("launch spec {}: disk {} is not writable", s.name, d.path));
+    }
+  }
+  if (s.nics.size() > 1) {
+    return Status::InvalidArgument(
+        fmt::format("launch spec {} has {} NICs; one is supported", s.name, s.nics.size()));
+  }
+  for (const NicSpec& n : s.nics) {
+    if (n.mode != "user" && n.mode != "tap") {
+      return Status::InvalidArgument(
+          fmt::format("launch spec {}: NIC mode '{}' is not user or tap", s.name, n.mode));
+    }
+    if (n.mode == "tap" && (n.tap.empty() || !n.forwards.empty())) {
+      return Status::InvalidArgument(fmt::format(
+          "launch spec {}: a tap NIC needs an interface name and takes no port forwards", s.name));
+    }
+    ESCDR_RETURN_IF_ERROR(CheckOptionValue(s.name, "tap", n.tap));
+    if (!n.mac.empty() && (n.mac.size() != 17 || n.mac.find_first_not_of(
+                                                     "0123456789abcdefABCDEF:") != std::string::npos)) {
+      return Status::InvalidArgument(
+          fmt::format("launch spec {}: NIC MAC '{}' is not xx:xx:xx:xx:xx:xx", s.name, n.mac));
+    }
+    std::set<std::uint16_t> guest_ports;
+    for (const PortForward& f : n.forwards) {
+      if (f.guest_port == 0 || !guest_ports.insert(f.guest_port).second) {
+        return Status::InvalidArgument(fmt::format(
+            "launch spec {}: guest port {} is zero or forwarded twice", s.name, f.guest_port));
+      }
+    }
+  }
+  if (s.firmware == "uefi") {
+    ESCDR_RETURN_IF_ERROR(CheckOptionValue(s.name, "firmware_code", s.firmware_code));
+    ESCDR_RETURN_IF_ERROR(CheckOptionValue(s.name, "firmware_vars", s.firmware_vars));
+    ESCDR_RETURN_IF_ERROR(CheckReadableFile("firmware_code", s.firmware_code));
+    ESCDR_RETURN_IF_ERROR(CheckReadableFile("firmware_vars", s.firmware_vars));
+  } else if (s.firmware != "bios") {
+    return Status::InvalidArgument(
+        fmt::format("launch spec {}: firmware '{}' is not bios or uefi", s.name, s.firmware));
+  }
+  if (s.console) {
+    ESCDR_RETURN_IF_ERROR(CheckNewFilePath("console_socket", s.console_socket));
+    if (s.console_socket.size() >= sizeof(sockaddr_un::sun_path)) {
+      return Status::InvalidArgument(fmt::format(
+          "launch spec {}: console_socket {} is longer than a unix socket path may be", s.name,
+          s.console_socket));
+    }
+  }
+  return Status::OK();
+}
+
 }  // namespace
 
 Status ValidateLaunchSpec(const LaunchSpec& s) {
@@ -68,9 +142,13 @@ Status ValidateLaunchSpec(const LaunchSpec& s) {
     return Status::InvalidArgument(
         fmt::format("launch spec {}: machine '{}' is not a machine type", s.name, s.machine));
   }
-  if (s.kernel.empty()) return Status::InvalidArgument(fmt::format("launch spec {} has no kernel", s.name));
-  ESCDR_RETURN_IF_ERROR(CheckReadableFile("kernel", s.kernel));
+  if (s.kernel.empty() && s.disks.empty()) {
+    return Status::InvalidArgument(
+        fmt::format("launch spec {} has neither a kernel nor a disk to boot from", s.name));
+  }
+  if (!s.kernel.empty()) ESCDR_RETURN_IF_ERROR(CheckReadableFile("kernel", s.kernel));
   if (!s.initrd.empty()) ESCDR_RETURN_IF_ERROR(CheckReadableFile("initrd", s.initrd));
+  ESCDR_RETURN_IF_ERROR(ValidateHardware(s));
   ESCDR_RETURN_IF_ERROR(CheckNewFilePath("ram_path", s.ram_path));
   ESCDR_RETURN_IF_ERROR(CheckNewFilePath("qmp_socket", s.qmp_socket));
   ESCDR_RETURN_IF_ERROR(CheckNewFilePath("serial_log", s.serial_log));
@@ -113,18 +191,81 @@ std::vector<std::string> BuildQemuArgv(const LaunchSpec& s) {
       "-object", fmt::format("memory-backend-file,id=mem0,size={}K,mem-path={},share=on",
                              ram_kib, s.ram_path),
       "-nodefaults", "-nographic", "-no-user-config",
-      "-nic", "none",
       "-monitor", "none",
       "-serial", "file:" + s.serial_log,
       "-qmp", fmt::format("unix:{},server=on,wait=off", s.qmp_socket),
-      "-kernel", s.kernel,
   });
+  if (s.console) {
+    argv.insert(argv.end(), {"-chardev",
+                             fmt::format("socket,id=console,path={},server=on,wait=off",
+                                         s.console_socket),
+                             "-serial", "chardev:console"});
+  }
+  if (s.firmware == "uefi") {
+    argv.insert(argv.end(),
+                {"-drive", fmt::format("if=pflash,format=raw,unit=0,readonly=on,file={}",
+                                       s.firmware_code),
+                 "-drive", fmt::format("if=pflash,format=raw,unit=1,file={}", s.firmware_vars)});
+  }
+  for (std::size_t i = 0; i < s.disks.size(); ++i) {
+    const DiskSpec& d = s.disks[i];
+    argv.insert(argv.end(),
+                {"-drive", fmt::format("file={},format={},if=none,id=disk{},readonly={}", d.path,
+                                       d.format, i, d.read_only ? "on" : "off"),
+                 "-device", fmt::format("virtio-blk-pci,drive=disk{},id=vd{}{}", i, i,
+                                        i == 0 && s.kernel.empty() ? ",bootindex=0" : "")});
+  }
+  if (s.nics.empty()) argv.insert(argv.end(), {"-nic", "none"});
+  for (std::size_t i = 0; i < s.nics.size(); ++i) {
+    const NicSpec& n = s.nics[i];
+    std::string netdev;
+    if (n.mode == "tap") {
+      netdev = fmt::format("tap,id=net{},ifname={},script=no,downscript=no", i, n.tap);
+    } else {
+      netdev = fmt::format("user,id=net{}", i);
+      for (const PortForward& f : n.forwards) {
+        netdev += fmt::format(",hostfwd=tcp:127.0.0.1:{}-:{}", f.host_port, f.guest_port);
+      }
+    }
+    argv.insert(argv.end(), {"-netdev", netdev, "-device",
+                             fmt::format("virtio-net-pci,netdev=net{},id=nic{}{}", i, i,
+                                         n.mac.empty() ? "" : ",mac=" + n.mac)});
+  }
+  if (!s.kernel.empty()) argv.insert(argv.end(), {"-kernel", s.kernel});
   if (!s.initrd.empty()) argv.insert(argv.end(), {"-initrd", s.initrd});
   if (!s.append.empty()) argv.insert(argv.end(), {"-append", s.append});
   if (s.start_paused) argv.push_back("-S");
   if (!s.incoming.empty()) argv.insert(argv.end(), {"-incoming", s.incoming});
   argv.insert(argv.end(), s.extra_args.begin(), s.extra_args.end());
   return argv;
+}
+
+Status ResolveHostPorts(LaunchSpec* spec) {
+  for (NicSpec& n : spec->nics) {
+    for (PortForward& f : n.forwards) {
+      if (f.host_port != 0) continue;
+      UniqueFd fd(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+      sockaddr_in addr{};
+      addr.sin_family = AF_INET;
+      addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+      socklen_t len = sizeof(addr);
+      if (!fd.valid() || ::bind(fd.get(), reinterpret_cast<sockaddr*>(&addr), len) != 0 ||
+          ::getsockname(fd.get(), reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
+        return Status::IOError(fmt::format("VM {}: no free host port for guest port {}: {}",
+                                           spec->name, f.guest_port, std::strerror(errno)));
+      }
+      f.host_port = ntohs(addr.sin_port);
+    }
+  }
+  return Status::OK();
+}
+
+std::string MacForVm(const std::string& name, std::size_t index) {
+  std::uint32_t h = 2166136261u;  // FNV-1a: stable across builds and hosts
+  for (char c : name + "#" + std::to_string(index)) {
+    h = (h ^ static_cast<unsigned char>(c)) * 16777619u;
+  }
+  return fmt::format("52:54:00:{:02x}:{:02x}:{:02x}", (h >> 16) & 0xff, (h >> 8) & 0xff, h & 0xff);
 }
 
 std::vector<std::pair<std::string, std::string>> QemuEnvPairs(const LaunchSpec& s) {
@@ -145,7 +286,10 @@ nlohmann::json LaunchSpecToJson(const LaunchSpec& s) {
       {"serial_log", s.serial_log}, {"incoming", s.incoming},   {"start_paused", s.start_paused},
       {"extra_args", s.extra_args}, {"qemu_binary", s.qemu_binary},
       {"qemu_version", s.qemu_version}, {"qemu_command", s.qemu_command},
-      {"qemu_env", s.qemu_env},
+      {"qemu_env", s.qemu_env},   {"disks", s.disks},           {"nics", s.nics},
+      {"firmware", s.firmware},   {"firmware_code", s.firmware_code},
+      {"firmware_vars", s.firmware_vars}, {"console", s.console},
+      {"console_socket", s.console_socket},
   };
 }
 
@@ -188,6 +332,13 @@ Result<LaunchSpec> LaunchSpecFromJson(const nlohmann::json& j) {
     read("qemu_version", s.qemu_version);
     read("qemu_command", s.qemu_command);
     read("qemu_env", s.qemu_env);
+    read("disks", s.disks);
+    read("nics", s.nics);
+    read("firmware", s.firmware);
+    read("firmware_code", s.firmware_code);
+    read("firmware_vars", s.firmware_vars);
+    read("console", s.console);
+    read("console_socket", s.console_socket);
   } catch (const nlohmann::json::exception& e) {
     return Err(Status::InvalidArgument(
         fmt::format("launch spec JSON key {} has the wrong type: {}", key, e.what())));

@@ -11,6 +11,14 @@
 namespace escdr {
 namespace {
 
+NicSpec Nic(std::string mode, std::string mac = "", std::vector<PortForward> forwards = {}) {
+  NicSpec n;
+  n.mode = std::move(mode);
+  n.mac = std::move(mac);
+  n.forwards = std::move(forwards);
+  return n;
+}
+
 class LaunchSpecTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -53,7 +61,16 @@ TEST_F(LaunchSpecTest, EachBadFieldIsRejectedWithItsName) {
       {[](LaunchSpec& s) { s.memory_mib = 0; }, "memory_mib 0"},
       {[](LaunchSpec& s) { s.vcpus = 0; }, "vcpus 0"},
       {[](LaunchSpec& s) { s.machine = ""; }, "machine"},
-      {[](LaunchSpec& s) { s.kernel = ""; }, "no kernel"},
+      {[](LaunchSpec& s) { s.kernel = ""; }, "neither a kernel nor a disk"},
+      {[](LaunchSpec& s) { s.disks = {{"/nonexistent/disk.img", "raw", false}}; }, "disk /nonexistent/disk.img"},
+      {[](LaunchSpec& s) { s.nics = {Nic("bridge")}; }, "NIC mode 'bridge'"},
+      {[](LaunchSpec& s) { s.nics = {Nic("tap")}; }, "tap NIC needs an interface"},
+      {[](LaunchSpec& s) { s.nics = {Nic("user", "52:54")}; }, "MAC '52:54'"},
+      {[](LaunchSpec& s) { s.nics = {Nic("user", "", {{80, 0}, {80, 1}})}; },
+       "guest port 80"},
+      {[](LaunchSpec& s) { s.nics = {Nic("user"), Nic("user")}; }, "2 NICs"},
+      {[](LaunchSpec& s) { s.firmware = "coreboot"; }, "firmware 'coreboot'"},
+      {[](LaunchSpec& s) { s.firmware = "uefi"; }, "firmware_code"},
       {[](LaunchSpec& s) { s.kernel = "/nonexistent/vmlinuz"; }, "kernel /nonexistent/vmlinuz"},
       {[](LaunchSpec& s) { s.initrd = "/nonexistent/initrd"; }, "initrd /nonexistent/initrd"},
       {[](LaunchSpec& s) { s.ram_path = ""; }, "ram_path is empty"},
@@ -128,7 +145,68 @@ TEST_F(LaunchSpecTest, ArgvForAPausedIncomingDestinationWithExtras) {
   EXPECT_EQ(argv.back(), "base=utc");
 }
 
+TEST_F(LaunchSpecTest, ArgvOfARealVmHasDisksNicFirmwareAndConsole) {
+  ASSERT_TRUE(WriteStringToFile(dir_.File("disk.qcow2"), "disk").ok());
+  ASSERT_TRUE(WriteStringToFile(dir_.File("data.img"), "data").ok());
+  ASSERT_TRUE(WriteStringToFile(dir_.File("code.fd"), "code").ok());
+  ASSERT_TRUE(WriteStringToFile(dir_.File("vars.fd"), "vars").ok());
+  spec_.kernel = spec_.initrd = spec_.append = "";
+  spec_.disks = {{dir_.File("disk.qcow2"), "qcow2", false}, {dir_.File("data.img"), "raw", true}};
+  spec_.nics = {Nic("user", MacForVm("vm1", 0), {{80, 8080}, {6379, 16379}})};
+  spec_.firmware = "uefi";
+  spec_.firmware_code = dir_.File("code.fd");
+  spec_.firmware_vars = dir_.File("vars.fd");
+  spec_.console = true;
+  spec_.console_socket = dir_.File("console.sock");
+  ASSERT_TRUE(ValidateLaunchSpec(spec_).ok()) << ValidateLaunchSpec(spec_).ToString();
+  std::vector<std::string> argv = BuildQemuArgv(spec_);
+  EXPECT_FALSE(Has(argv, "-kernel"));
+  EXPECT_FALSE(Has(argv, "-nic"));
+  EXPECT_TRUE(Has(argv, "file=" + spec_.disks[0].path + ",format=qcow2,if=none,id=disk0,readonly=off"));
+  EXPECT_TRUE(Has(argv, "file=" + spec_.disks[1].path + ",format=raw,if=none,id=disk1,readonly=on"));
+  // Without a kernel the firmware boots the first disk.
+  EXPECT_TRUE(Has(argv, "virtio-blk-pci,drive=disk0,id=vd0,bootindex=0"));
+  EXPECT_TRUE(Has(argv, "virtio-blk-pci,drive=disk1,id=vd1"));
+  EXPECT_EQ(After(argv, "-netdev"),
+            "user,id=net0,hostfwd=tcp:127.0.0.1:8080-:80,hostfwd=tcp:127.0.0.1:16379-:6379");
+  EXPECT_TRUE(Has(argv, "virtio-net-pci,netdev=net0,id=nic0,mac=" + MacForVm("vm1", 0)));
+  EXPECT_TRUE(Has(argv, "if=pflash,format=raw,unit=0,readonly=on,file=" + spec_.firmware_code));
+  EXPECT_TRUE(Has(argv, "if=pflash,format=raw,unit=1,file=" + spec_.firmware_vars));
+  EXPECT_TRUE(Has(argv, "socket,id=console,path=" + spec_.console_socket + ",server=on,wait=off"));
+  EXPECT_TRUE(Has(argv, "chardev:console"));
+  // The kernel, when given, is booted instead and no disk carries a bootindex.
+  spec_.kernel = dir_.File("vmlinuz");
+  argv = BuildQemuArgv(spec_);
+  EXPECT_EQ(After(argv, "-kernel"), spec_.kernel);
+  EXPECT_TRUE(Has(argv, "virtio-blk-pci,drive=disk0,id=vd0"));
+}
+
+TEST(MacForVm, StableDistinctAndQemuPrefixed) {
+  EXPECT_EQ(MacForVm("web1", 0), MacForVm("web1", 0));
+  EXPECT_NE(MacForVm("web1", 0), MacForVm("web2", 0));
+  EXPECT_NE(MacForVm("web1", 0), MacForVm("web1", 1));
+  EXPECT_EQ(MacForVm("web1", 0).substr(0, 9), "52:54:00:");
+  EXPECT_EQ(MacForVm("web1", 0).size(), 17u);
+}
+
+TEST(ResolveHostPorts, GivesFreePortsOnlyWhereZero) {
+  LaunchSpec s;
+  s.nics = {Nic("user", "", {{80, 0}, {22, 2222}, {6379, 0}})};
+  ASSERT_TRUE(ResolveHostPorts(&s).ok());
+  EXPECT_NE(s.nics[0].forwards[0].host_port, 0);
+  EXPECT_EQ(s.nics[0].forwards[1].host_port, 2222);
+  EXPECT_NE(s.nics[0].forwards[2].host_port, 0);
+  EXPECT_NE(s.nics[0].forwards[0].host_port, s.nics[0].forwards[2].host_port);
+}
+
 TEST_F(LaunchSpecTest, JsonRoundTripKeepsEveryField) {
+  spec_.disks = {{"/srv/vm1.qcow2", "qcow2", false}};
+  spec_.nics = {Nic("user", "52:54:00:01:02:03", {{80, 0}})};
+  spec_.firmware = "uefi";
+  spec_.firmware_code = "/usr/share/OVMF/OVMF_CODE_4M.fd";
+  spec_.firmware_vars = "/srv/vm1.vars.fd";
+  spec_.console = true;
+  spec_.console_socket = "/run/escdr/vm1.console";
   spec_.incoming = "defer";
   spec_.start_paused = true;
   spec_.extra_args = {"-rtc", "base=utc"};
