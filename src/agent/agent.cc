@@ -252,6 +252,9 @@ Result<LaunchSpec> Agent::Impl::LocalLaunchSpec(const Vm& vm, std::string_view q
   spec->ram_path = RamPath(vm.name);
   spec->qmp_socket = QmpSocket(vm.name);
   spec->serial_log = SerialLog(vm.name);
+  spec->console_socket = spec->console ? fmt::format("{}/{}.console", run_dir_, vm.name) : "";
+  // Ports "any free" in the inventory get this host's own (reported in VmInfo).
+  ESCDR_RETURN_IF_ERROR(ResolveHostPorts(&*spec));
   spec->incoming.clear();
   spec->start_paused = false;
   const std::string series(qemu_series.empty() ? RunSeries(vm) : qemu_series);
@@ -371,6 +374,7 @@ Status Agent::Impl::DestroyVm(const std::shared_ptr<VmEntry>& entry, bool gracef
 void Agent::Impl::RemoveVmFiles(const VmRecord& rec) {
   UnlinkQuietly(rec.spec.ram_path);
   UnlinkQuietly(rec.spec.qmp_socket);
+  if (!rec.spec.console_socket.empty()) UnlinkQuietly(rec.spec.console_socket);
   UnlinkQuietly(rec.pidfile);
   Status s = RemoveVmRecord(vms_dir_, rec.name);
   if (!s.ok()) spdlog::warn("agent {}: {}", options_.name, s.ToString());
@@ -415,6 +419,10 @@ VmInfo Agent::Impl::Describe(const std::shared_ptr<VmEntry>& entry, bool query_q
     info.ram_path = entry->record.spec.ram_path;
     info.serial_log = entry->record.spec.serial_log;
     info.qmp_socket = entry->record.spec.qmp_socket;
+    info.console_socket = entry->record.spec.console_socket;
+    for (const NicSpec& nic : entry->record.spec.nics) {
+      for (const PortForward& f : nic.forwards) info.forwards[f.guest_port] = f.host_port;
+    }
     info.busy = !entry->busy.empty();
     proc = entry->proc.get();
   }

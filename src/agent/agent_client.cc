@@ -1,6 +1,7 @@
 #include "escdr/agent/agent_client.h"
 
 #include <charconv>
+#include <cstdlib>
 #include <condition_variable>
 #include <mutex>
 #include <thread>
@@ -70,6 +71,12 @@ json VmInfo::ToJson() const {
             {"run_state", run_state}, {"ram_path", ram_path}, {"serial_log", serial_log},
             {"qmp_socket", qmp_socket}, {"busy", busy}};
   if (counter) j["counter"] = *counter;
+  if (!console_socket.empty()) j["console_socket"] = console_socket;
+  if (!forwards.empty()) {
+    json f = json::object();
+    for (auto [guest, host] : forwards) f[std::to_string(guest)] = host;
+    j["forwards"] = f;
+  }
   return j;
 }
 
@@ -82,6 +89,15 @@ VmInfo VmInfo::FromJson(const json& j) {
   v.ram_path = StringOr(j, "ram_path");
   v.serial_log = StringOr(j, "serial_log");
   v.qmp_socket = StringOr(j, "qmp_socket");
+  v.console_socket = StringOr(j, "console_socket");
+  if (auto it = j.find("forwards"); it != j.end() && it->is_object()) {
+    for (const auto& [guest, host] : it->items()) {
+      const unsigned long g = std::strtoul(guest.c_str(), nullptr, 10);
+      if (host.is_number_unsigned() && g > 0 && g <= 65535 && host.get<std::uint64_t>() <= 65535) {
+        v.forwards[static_cast<std::uint16_t>(g)] = host.get<std::uint16_t>();
+      }
+    }
+  }
   if (auto it = j.find("counter"); it != j.end() && it->is_number_unsigned()) {
     v.counter = it->get<std::uint64_t>();
   }

@@ -18,6 +18,7 @@
 #include <chrono>
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <optional>
 #include <string>
 #include <utility>
@@ -46,6 +47,9 @@ struct VmInfo {
   std::string ram_path;
   std::string serial_log;
   std::string qmp_socket;
+  std::string console_socket;  // the guest's root console (ttyS1), if it has one
+  // Guest TCP port -> the host port (127.0.0.1) forwarded to it on this host.
+  std::map<std::uint16_t, std::uint16_t> forwards;
   std::optional<std::uint64_t> counter;  // last "escdr-counter N" of the test guest
   bool busy = false;                     // an operation (migration, stop) is running
 
