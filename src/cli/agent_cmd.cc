@@ -19,6 +19,7 @@
 #include "cli/command.h"
 #include "cli/inventory_access.h"
 #include "cli/units.h"
+#include "cli/vm_hardware.h"
 #include "escdr/agent/agent.h"
 #include "escdr/agent/agent_client.h"
 #include "escdr/base/vm_kind.h"
@@ -132,7 +133,7 @@ void RunAgentStatus(const GlobalOptions& global, const std::vector<std::string>&
   auto tls = Unwrap(global.AgentTls());
   json doc = json::array();
   Table agents_table({"HOST", "ADDRESS", "STATE", ">PID", ">VMS", ">MIGRATIONS"});
-  Table vms_table({"HOST", "VM", "ROLE", "RUN STATE", ">PID", ">COUNTER", "RAM FILE"});
+  Table vms_table({"HOST", "VM", "ROLE", "RUN STATE", ">PID", ">COUNTER", "PORTS", "RAM FILE"});
   bool any_down = false;
   for (const auto& [host, address] : agents) {
     agent::AgentClient client(address, std::chrono::seconds(10), tls, host);
@@ -153,9 +154,15 @@ void RunAgentStatus(const GlobalOptions& global, const std::vector<std::string>&
                          std::to_string(vms.size()), std::to_string(migrations.size())});
     for (const json& v : vms) {
       agent::VmInfo info = agent::VmInfo::FromJson(v);
+      // Guest port -> host port, e.g. "80>41873,6379>36511".
+      std::string ports;
+      for (auto [guest, port] : info.forwards) {
+        ports += fmt::format("{}{}>{}", ports.empty() ? "" : ",", guest, port);
+      }
       vms_table.AddRow({name, info.name, info.role, info.run_state,
                         std::to_string(info.pid),
-                        info.counter ? std::to_string(*info.counter) : "-", info.ram_path});
+                        info.counter ? std::to_string(*info.counter) : "-",
+                        ports.empty() ? "-" : ports, info.ram_path});
     }
   }
   if (global.json) {
@@ -178,6 +185,11 @@ struct CreateArgs {
   std::string memory = "256";
   std::uint32_t vcpus = 1;
   std::string kernel, initrd, append = "console=ttyS0", machine = "pc";
+  std::vector<std::string> disks;
+  std::string disk_from, disk_dir{kDefaultDiskDir}, nic, firmware = "bios";
+  std::string firmware_code{kOvmfCode}, firmware_vars{kOvmfVars};
+  std::vector<std::string> forwards;
+  bool console = false;
   std::string host;
   std::string policy = "spread";
   bool no_start = false;
@@ -194,6 +206,10 @@ void PrintVm(const GlobalOptions& global, const std::string& verb, const std::st
   std::printf("%s VM %s on %s (pid %lld, %s)\n  RAM file    %s\n  serial log  %s\n", verb.c_str(),
               vm.name.c_str(), host.c_str(), static_cast<long long>(vm.pid), vm.run_state.c_str(),
               vm.ram_path.c_str(), vm.serial_log.c_str());
+  if (!vm.console_socket.empty()) std::printf("  console     %s\n", vm.console_socket.c_str());
+  for (auto [guest, port] : vm.forwards) {
+    std::printf("  guest port  %u on 127.0.0.1:%u\n", unsigned{guest}, unsigned{port});
+  }
 }
 
 std::string AbsolutePath(const std::string& path, const char* flag) {
@@ -217,6 +233,52 @@ void RunVmCreate(const GlobalOptions& global, const CreateArgs& a) {
   spec.kernel = AbsolutePath(a.kernel, "--kernel");
   spec.initrd = AbsolutePath(a.initrd, "--initrd");
   spec.append = a.append;
+  // Files this command creates, removed again if the VM does not come up.
+  std::vector<std::string> created;
+  auto remove_created = [&created] {
+    std::error_code ec;
+    for (const std::string& f : created) std::filesystem::remove(f, ec);
+  };
+  auto fail = [&remove_created](const Status& s) {
+    remove_created();
+    Fail(s);
+  };
+  for (const std::string& d : a.disks) spec.disks.push_back(Unwrap(ParseDiskOption(d)));
+  if (!a.disk_from.empty()) {
+    DiskSpec overlay = Unwrap(CreateOverlay(a.disk_from, a.disk_dir, a.name));
+    created.push_back(overlay.path);
+    spec.disks.insert(spec.disks.begin(), overlay);
+  }
+  // A VM with a disk is a real VM and gets a user-mode NIC unless told otherwise.
+  const std::string nic = !a.nic.empty() ? a.nic : spec.disks.empty() ? "none" : "user";
+  if (auto n = ParseNicOption(nic); !n.has_value()) {
+    fail(n.error());
+  } else if (n->has_value()) {
+    spec.nics.push_back(**n);
+    spec.nics.back().mac = MacForVm(a.name, 0);
+  }
+  for (const std::string& f : a.forwards) {
+    auto fwd = ParseForward(f);
+    if (!fwd.has_value()) fail(fwd.error());
+    if (spec.nics.empty() || spec.nics[0].mode != "user") {
+      fail(Status::InvalidArgument("--forward needs a user-mode NIC (--nic user)"));
+    }
+    spec.nics[0].forwards.push_back(*fwd);
+  }
+  spec.firmware = a.firmware;
+  if (a.firmware == "uefi") {
+    spec.firmware_code = AbsolutePath(a.firmware_code, "--firmware-code");
+    auto vars = CreateUefiVars(a.firmware_vars, a.disk_dir, a.name);
+    if (!vars.has_value()) fail(vars.error());
+    created.push_back(*vars);
+    spec.firmware_vars = *vars;
+  } else if (a.firmware != "bios") {
+    fail(Status::InvalidArgument(fmt::format("--firmware '{}' is not bios or uefi", a.firmware)));
+  }
+  spec.console = a.console;
+  if (spec.kernel.empty() && spec.disks.empty()) {
+    fail(Status::InvalidArgument("vm create needs --kernel, or a disk to boot from"));
+  }
 
   VmSpec vs;
   vs.name = a.name;
@@ -227,14 +289,22 @@ void RunVmCreate(const GlobalOptions& global, const CreateArgs& a) {
   vs.state = VmState::kDefined;
   vs.launch_spec = LaunchSpecToJson(spec).dump();
 
-  auto inv = Unwrap(OpenInventoryFromGlobal(global));
+  auto inv_or = OpenInventoryFromGlobal(global);
+  if (!inv_or.has_value()) fail(inv_or.error());
+  auto inv = std::move(*inv_or);
   Vm vm;
   if (!a.host.empty()) {
-    vm = Unwrap(inv->AddVm(vs));
+    auto added = inv->AddVm(vs);
+    if (!added.has_value()) fail(added.error());
+    vm = *added;
   } else {
     PlacementOptions po;
-    po.policy = Unwrap(ParsePlacementPolicy(a.policy));
-    vm = Unwrap(inv->PlaceVm(vs, po)).vm;
+    auto policy = ParsePlacementPolicy(a.policy);
+    if (!policy.has_value()) fail(policy.error());
+    po.policy = *policy;
+    auto placed = inv->PlaceVm(vs, po);
+    if (!placed.has_value()) fail(placed.error());
+    vm = placed->vm;
   }
   if (a.no_start) {
     if (global.json) {
@@ -250,7 +320,7 @@ void RunVmCreate(const GlobalOptions& global, const CreateArgs& a) {
   if (!started.has_value()) {
     // Leave no VM behind that nobody runs: the name stays free for a retry.
     Status removed = inv->RemoveVm(vm.name);
-    Fail(Status(started.error().code(),
+    fail(Status(started.error().code(),
                 fmt::format("VM {} was placed on {} but could not be started there: {}; {}",
                             vm.name, vm.host, started.error().message(),
                             removed.ok() ? "removed it from the inventory"
@@ -330,10 +400,32 @@ void RegisterAgentCommands(CLI::App& app, GlobalOptions& global) {
       ->required();
   create->add_option("--memory", ca->memory, "Guest memory: MiB, or with M, G or T (default 256)");
   create->add_option("--vcpus", ca->vcpus, "vCPUs (default 1)");
-  create->add_option("--kernel", ca->kernel, "Kernel image (bzImage)")->required();
+  create->add_option("--kernel", ca->kernel,
+                     "Kernel image (bzImage); without it the VM boots from its first disk");
   create->add_option("--initrd", ca->initrd, "Initial ramdisk");
   create->add_option("--append", ca->append, "Kernel command line (default console=ttyS0)");
   create->add_option("--machine", ca->machine, "QEMU machine type (default pc)");
+  create->add_option("--disk", ca->disks,
+                     "A virtio disk PATH[,format=raw|qcow2][,readonly=on] on storage every host "
+                     "reaches (repeatable)");
+  create->add_option("--disk-from", ca->disk_from,
+                     "Create this VM's qcow2 overlay DISK-DIR/NAME.qcow2 of a base image; it is "
+                     "the first disk");
+  create->add_option("--disk-dir", ca->disk_dir,
+                     "Shared directory for overlays and UEFI variables (default " +
+                         std::string(kDefaultDiskDir) + ")");
+  create->add_option("--nic", ca->nic,
+                     "user (QEMU user networking), tap:IFNAME or none (default: user for a VM "
+                     "with a disk, none otherwise)");
+  create->add_option("--forward", ca->forwards,
+                     "Forward a host port on 127.0.0.1 to guest TCP port: GUEST[:HOST], no HOST "
+                     "= any free port, shown by vm show (repeatable)");
+  create->add_option("--firmware", ca->firmware, "bios (SeaBIOS, default) or uefi (OVMF)");
+  create->add_option("--firmware-code", ca->firmware_code, "OVMF code for --firmware uefi");
+  create->add_option("--firmware-vars", ca->firmware_vars,
+                     "OVMF variable template, copied per VM for --firmware uefi");
+  create->add_flag("--console", ca->console,
+                   "A root console on the guest's ttyS1 as a unix socket on its host");
   create->add_option("--host", ca->host, "Put it on this host instead of asking placement");
   create->add_option("--policy", ca->policy, "Placement policy: spread (default), pack, random");
   create->add_flag("--no-start", ca->no_start, "Only place and register it");
