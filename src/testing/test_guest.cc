@@ -62,6 +62,41 @@ std::string Qemu10Dir() {
   return ::stat((dir + "/usr/bin/qemu-system-x86_64").c_str(), &st) == 0 ? dir : "";
 }
 
+Result<DistroGuest> EnsureDistroGuest(const std::string& name) {
+  const std::string out =
+      !Env("ESCDR_DISTRO_GUEST_DIR").empty() ? Env("ESCDR_DISTRO_GUEST_DIR") : "/var/lib/escdr/guests";
+  const std::string source =
+      !Env("ESCDR_SOURCE_DIR").empty() ? Env("ESCDR_SOURCE_DIR") : CheckoutRoot();
+  static std::mutex mu;
+  static std::set<std::string> checked;
+  std::lock_guard lock(mu);
+  DistroGuest g{name, out + "/" + name, out + "/" + name + "/disk.img",
+                out + "/" + name + "/vmlinuz", out + "/" + name + "/initrd.img", ""};
+  if (checked.count(name) == 0) {
+    ESCDR_ASSIGN_OR_RETURN(TempDir tmp, TempDir::Create("escdr-distro-build"));
+    SubprocessOptions o;
+    o.argv = {"bash", source + "/tools/build-distro-guest.sh", name, out};
+    o.stdout_path = o.stderr_path = tmp.File("build.log");
+    ESCDR_ASSIGN_OR_RETURN(Subprocess build, Subprocess::Spawn(o));
+    ESCDR_ASSIGN_OR_RETURN(ExitStatus st, build.WaitFor(std::chrono::minutes(15)));
+    if (!st.success()) {
+      std::string log = ReadFileToString(tmp.File("build.log")).value_or("");
+      if (log.size() > 4000) log = log.substr(log.size() - 4000);
+      return Err(Status::Internal(fmt::format("cannot build distribution guest {}: {}: {}", name,
+                                              st.ToString(), log)));
+    }
+    checked.insert(name);
+  }
+  for (const std::string& f : {g.disk, g.kernel, g.initrd}) {
+    if (!IsFile(f)) return Err(Status::NotFound(fmt::format("distribution guest file {} is missing", f)));
+  }
+  ESCDR_ASSIGN_OR_RETURN(g.cmdline, ReadFileToString(g.dir + "/cmdline"));
+  while (!g.cmdline.empty() && (g.cmdline.back() == '\n' || g.cmdline.back() == ' ')) {
+    g.cmdline.pop_back();
+  }
+  return g;
+}
+
 Result<std::string> EnsureGuestBuilt(const GuestOptions& options) {
   std::string source = !options.source_dir.empty() ? options.source_dir
                        : !Env("ESCDR_SOURCE_DIR").empty() ? Env("ESCDR_SOURCE_DIR")

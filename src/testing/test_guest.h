@@ -68,6 +68,24 @@ std::string Qemu10Dir();
 // order above, built or refreshed with tools/build-guest.sh.
 Result<std::string> EnsureGuestBuilt(const GuestOptions& options = {});
 
+// A real distribution guest of tools/build-distro-guest.sh (docs/distro-guests.md):
+// its raw disk image with the distribution and its services, the image's own
+// kernel and initrd, and the kernel command line to boot them with.
+struct DistroGuest {
+  std::string name;     // "debian-12", "debian-13"
+  std::string dir;
+  std::string disk;     // dir/disk.img (raw; VMs use qcow2 overlays of it)
+  std::string kernel;   // dir/vmlinuz
+  std::string initrd;   // dir/initrd.img
+  std::string cmdline;  // dir/cmdline
+};
+
+// The distribution guest `name` under $ESCDR_DISTRO_GUEST_DIR (default
+// /var/lib/escdr/guests), built first by tools/build-distro-guest.sh when it
+// is missing or its recipe changed (about two minutes; needs mmdebstrap and
+// Debian's mirrors). Errors carry the build log's tail.
+Result<DistroGuest> EnsureDistroGuest(const std::string& name);
+
 class TestGuest {
  public:
   // Boots one guest and waits until it has settled. Errors name the guest and
