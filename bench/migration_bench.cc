@@ -1,4 +1,5 @@
-// Live migration of the 256 MiB test guest on real QEMU 7.2 (TCG), four ways:
+// Live migration of the 256 MiB test guest, or of a real distribution guest
+// (--guest debian-12), on real QEMU 7.2 or 10.0 (TCG), four ways:
 //
 //   escdr     `escdr migrate VM --to HOST` through real agents on loopback, to a
 //             host that runs a donor of the same kind, with the kind's catalog
@@ -40,7 +41,8 @@
 //   build/bench/migration_bench [--runs N] [--variants nokaslr,kaslr,busy]
 //       [--paths escdr,no-escdr,direct,direct-zstd] [--bandwidths 125000000,0]
 //       [--busy-mib MiB] [--wire-rate BYTES_PER_S] [--json PATH] [--settle SECONDS]
-//       [--insecure]
+//       [--insecure] [--qemu-version 7.2|10.0] [--guest debian-12|debian-13 [--memory MiB]
+//       [--load-seconds S] [--uptime-minutes M]]
 //
 // The agents and the CLI speak mutual TLS 1.3 (AgentCluster's throwaway CA),
 // as a deployment does; --insecure runs them in plaintext instead, to
@@ -50,6 +52,16 @@
 // connection (agent to agent, or QEMU to QEMU) then passes a relay that
 // forwards at most that many bytes/s in each direction (on the direct paths
 // the lower of it and the bandwidth).
+//
+// --guest debian-12|debian-13 migrates a real distribution guest instead
+// (tools/build-distro-guest.sh, docs/distro-guests.md): --memory MiB (default
+// 1024) of RAM, its own qcow2 overlay of the image (the direct path's too),
+// a NIC with nginx and redis forwarded to the host, KASLR on as the
+// distribution boots. Its variants are `idle` and `loaded` (a load generator
+// writes to redis and fetches from nginx for --load-seconds before and
+// throughout each migration). A guest counts as running on when redis and
+// nginx answer at the destination. --uptime-minutes M lets the guests run M
+// minutes (under load for `loaded`) before the first migration.
 //
 // CPU: for every migration the utime+stime (/proc/PID/stat) the source side
 // and the destination side spent: the source QEMU (+ the source agent on the
@@ -101,6 +113,7 @@
 #include "escdr/sys/clock.h"
 #include "escdr/sys/temp_dir.h"
 #include "escdr/sys/unique_fd.h"
+#include "testing/guest_services.h"
 #include "testing/test_guest.h"
 
 namespace escdr::migbench {
@@ -115,7 +128,8 @@ using escdr::agent::testing::FaultyLink;
 
 constexpr std::uint64_t kUnlimited = 64ull << 30;  // bytes/s
 constexpr const char* kVm = "mig";
-constexpr std::uint64_t kMemoryMib = 256;  // every guest of the benchmark
+// Every guest's RAM: 256 MiB for the test guest, --memory for a real one.
+std::uint64_t g_memory_mib = 256;
 // The guests' kind; its hypervisor_version is --qemu-version (default 7.2,
 // the host's QEMU; 10.0 runs every path on tools/install-qemu.sh's tree).
 VmKind kKind{"debian", "12", "qemu", "7.2"};
@@ -137,6 +151,9 @@ struct Config {
   // Plaintext agent channels (--insecure) instead of mutual TLS.
   bool insecure = false;
   std::string qemu_version = "7.2";
+  std::string guest;  // "" = the test guest; else a distribution guest
+  int load_seconds = 20;
+  int uptime_minutes = 0;
 };
 
 struct Variant {
@@ -144,7 +161,123 @@ struct Variant {
   bool kaslr = false;
   std::uint64_t dirty_mib = 0;  // on the migrating guest only
   std::vector<std::uint64_t> bandwidths;
+  bool service_load = false;    // a real guest's redis and nginx kept busy
 };
+
+// ---------------------------------------------------------------- guests
+
+// What the benchmark migrates: escdr's test guest (a kernel and a busybox
+// initramfs that prints "escdr-counter N" every second) or a real
+// distribution guest with a disk, a NIC and its services.
+class BenchGuest {
+ public:
+  static Result<BenchGuest> Find(const std::string& distro) {
+    BenchGuest g;
+    if (distro.empty()) {
+      ESCDR_ASSIGN_OR_RETURN(g.test_dir_, escdr::testing::EnsureGuestBuilt());
+    } else {
+      ESCDR_ASSIGN_OR_RETURN(g.distro_, escdr::testing::EnsureDistroGuest(distro));
+    }
+    return g;
+  }
+  bool real() const { return distro_.has_value(); }
+  std::string Describe() const { return real() ? distro_->dir : test_dir_; }
+
+  // The `escdr vm create` arguments after the kind.
+  std::vector<std::string> CreateArgs(const Variant& v, bool migrating,
+                                      const std::string& disk_dir) const {
+    if (real()) {
+      return {"--memory", std::to_string(g_memory_mib), "--disk-from", distro_->disk, "--disk-dir",
+              disk_dir, "--forward", "80", "--forward", "6379", "--kernel", distro_->kernel,
+              "--initrd", distro_->initrd, "--append", distro_->cmdline};
+    }
+    return {"--memory", std::to_string(g_memory_mib), "--kernel", test_dir_ + "/vmlinuz",
+            "--initrd", test_dir_ + "/initrd.img", "--append", TestAppend(v, migrating)};
+  }
+
+  // The direct path's first QEMU: the same hardware, its own overlay in `dir`.
+  Status FillDirectSpec(const Variant& v, const std::string& dir, LaunchSpec* spec) const {
+    spec->memory_mib = g_memory_mib;
+    if (!real()) {
+      spec->kernel = test_dir_ + "/vmlinuz";
+      spec->initrd = test_dir_ + "/initrd.img";
+      spec->append = TestAppend(v, true);
+      return Status::OK();
+    }
+    spec->kernel = distro_->kernel;
+    spec->initrd = distro_->initrd;
+    spec->append = distro_->cmdline;
+    const std::string overlay = dir + "/direct.qcow2";
+    SubprocessOptions o;
+    o.argv = {"qemu-img", "create", "-q", "-f", "qcow2", "-b", distro_->disk, "-F", "raw", overlay};
+    ESCDR_ASSIGN_OR_RETURN(Subprocess p, Subprocess::Spawn(o));
+    ESCDR_ASSIGN_OR_RETURN(ExitStatus st, p.Wait());
+    if (!st.success()) return Status::IOError("qemu-img create " + overlay + ": " + st.ToString());
+    spec->disks = {{overlay, "qcow2", false}};
+    NicSpec nic;
+    nic.mac = MacForVm("direct", 0);
+    nic.forwards = {{80, 0}, {6379, 0}};
+    spec->nics = {nic};
+    return ResolveHostPorts(spec);
+  }
+
+  // Up after boot: the counter has reached 3, or redis and nginx answer.
+  Status WaitUp(const std::string& serial_log, const std::map<std::uint16_t, std::uint16_t>& fwd,
+                seconds timeout) const {
+    Status last = Status::OK();
+    const bool up = escdr::agent::testing::WaitUntil(
+        [&] {
+          if (!real()) return escdr::agent::testing::Counter(serial_log) >= 3;
+          last = ServicesAnswer(fwd);
+          return last.ok();
+        },
+        timeout);
+    if (up) return Status::OK();
+    return Status::Timeout(fmt::format("the guest did not come up ({}): {}", last.ToString(),
+                                       SerialLogTail(serial_log)));
+  }
+
+  // Running on at a destination: the counter advances, or the services answer.
+  Status RunsOn(const std::string& serial_log,
+                const std::map<std::uint16_t, std::uint16_t>& fwd) const {
+    if (!real()) {
+      return escdr::agent::testing::CounterAdvances(serial_log, seconds(60))
+                 ? Status::OK()
+                                         : Status::Aborted("the guest does not count on: " +
+                                                           SerialLogTail(serial_log));
+    }
+    return WaitUp(serial_log, fwd, seconds(60));
+  }
+
+  static Status ServicesAnswer(const std::map<std::uint16_t, std::uint16_t>& fwd) {
+    if (fwd.count(80) == 0 || fwd.count(6379) == 0) {
+      return Status::NotFound("ports 80 and 6379 are not forwarded");
+    }
+    ESCDR_ASSIGN_OR_RETURN(auto redis,
+                           escdr::testing::RedisClient::Connect("127.0.0.1", fwd.at(6379), seconds(2)));
+    ESCDR_RETURN_IF_ERROR(redis.Ping());
+    ESCDR_ASSIGN_OR_RETURN(auto page, escdr::testing::HttpGet("127.0.0.1", fwd.at(80), "/", seconds(5)));
+    if (page.status != 200) return Status::Unavailable(fmt::format("nginx answered {}", page.status));
+    return Status::OK();
+  }
+
+ private:
+  static std::string TestAppend(const Variant& v, bool migrating) {
+    std::string a = v.kaslr ? "console=ttyS0 quiet" : "console=ttyS0 quiet nokaslr";
+    if (migrating && v.dirty_mib > 0) a += fmt::format(" escdr.dirty={}", v.dirty_mib);
+    return a;
+  }
+  std::string test_dir_;
+  std::optional<escdr::testing::DistroGuest> distro_;
+};
+
+std::map<std::uint16_t, std::uint16_t> ForwardsOf(const LaunchSpec& spec) {
+  std::map<std::uint16_t, std::uint16_t> fwd;
+  for (const NicSpec& n : spec.nics) {
+    for (const PortForward& f : n.forwards) fwd[f.guest_port] = f.host_port;
+  }
+  return fwd;
+}
 
 // One migration's figures. Fields that a path does not have stay at -1.
 struct Sample {
@@ -184,9 +317,13 @@ struct Sample {
   json phase_s = json::object();
   std::string ram_check;  // "identical" (anything else stops the program)
   std::string donor;
+  // A real guest: minutes it ran before the first migration, and the service
+  // load's requests and errors around this migration (-1 without load).
+  int uptime_minutes = 0;
+  double load_ops = -1, load_errors = -1;
 
   // Guest RAM in GiB, the divisor of the CPU-per-GiB figures.
-  static double GiB() { return static_cast<double>(kMemoryMib) / 1024.0; }
+  static double GiB() { return static_cast<double>(g_memory_mib) / 1024.0; }
 
   json ToJson() const {
     return {{"variant", variant},         {"path", path},
@@ -211,6 +348,8 @@ struct Sample {
             {"cpu_source_s_per_gib", cpu_source_s < 0 ? -1 : cpu_source_s / GiB()},
             {"cpu_destination_s_per_gib", cpu_destination_s < 0 ? -1 : cpu_destination_s / GiB()},
             {"phase_s", phase_s},
+            {"uptime_minutes", uptime_minutes},
+            {"load_ops", load_ops},       {"load_errors", load_errors},
             {"ram_check", ram_check}};
   }
 };
@@ -308,29 +447,24 @@ double CpuSum(const std::vector<pid_t>& pids) {
 
 class EscdrPaths {
  public:
-  EscdrPaths(const Variant& v, std::string guest_dir, bool insecure)
+  EscdrPaths(const Variant& v, const BenchGuest& guest, bool insecure)
       : variant_(v),
-        guest_dir_(std::move(guest_dir)),
+        guest_(guest),
         cluster_(insecure ? Cluster::Channel::kInsecure : Cluster::Channel::kTls) {}
 
   // Three agents (h1, h2, h3); the migrating VM on h1, donors on h2 and h3;
   // the kind's catalog learned from the two donors. Does not wait for the
   // guests to boot (Settle does).
   Status Start() {
-    const std::string qemu10 = escdr::agent::testing::Qemu10Dir();
-    for (const char* h : {"h1", "h2", "h3"}) {
-      if (!qemu10.empty()) cluster_.SetAgentArgs(h, {"--qemu", "qemu-system-x86_64", "--qemu", qemu10});
-      ESCDR_RETURN_IF_ERROR(cluster_.StartAgent(h));
-    }
-    const std::string append = Append(variant_.kaslr);
-    const std::pair<const char*, const char*> vms[] = {{kVm, "h1"}, {"donor-b", "h2"}, {"donor-c", "h3"}};
-    for (const auto& [vm, host] : vms) {
-      std::string a = append;
-      if (std::string(vm) == kVm && variant_.dirty_mib > 0) a += fmt::format(" escdr.dirty={}", variant_.dirty_mib);
-      CliResult r = cluster_.Cli({"vm", "create", vm, "--host", host, "--os", kKind.os, "--os-version",
-                                  kKind.os_version, "--hypervisor-version", kKind.hypervisor_version,
-                                  "--memory", "256", "--kernel", guest_dir_ + "/vmlinuz", "--initrd",
-                                  guest_dir_ + "/initrd.img", "--append", a});
+    for (const char* h : {"h1", "h2", "h3"}) ESCDR_RETURN_IF_ERROR(cluster_.StartAgent(h));
+    for (const auto& [vm, host] : kPlacement) {
+      std::vector<std::string> args = {"vm", "create", vm, "--host", host, "--os", kKind.os,
+                                       "--os-version", kKind.os_version, "--hypervisor-version",
+                                       kKind.hypervisor_version};
+      for (std::string& a : guest_.CreateArgs(variant_, vm == kVm, cluster_.root() + "/disks")) {
+        args.push_back(std::move(a));
+      }
+      CliResult r = cluster_.Cli(args);
       if (!r.ok()) return Status::Internal(fmt::format("vm create {} on {}: {}", vm, host, r.err));
     }
     host_ = "h1";
@@ -338,15 +472,18 @@ class EscdrPaths {
   }
 
   Status Settle() {
-    for (const auto& [vm, host] : {std::pair<std::string, std::string>{kVm, "h1"}, {"donor-b", "h2"}, {"donor-c", "h3"}}) {
+    for (const auto& [vm, host] : kPlacement) {
       auto info = cluster_.FindVm(host, vm);
       if (!info) return Status::NotFound(fmt::format("VM {} is not listed by agent {}", vm, host));
-      if (!escdr::agent::testing::WaitUntil(
-              [&] { return escdr::agent::testing::Counter(info->serial_log) >= 3; }, seconds(300))) {
-        return Status::Timeout(fmt::format("VM {} did not boot: {}", vm, SerialLogTail(info->serial_log)));
-      }
+      ESCDR_RETURN_IF_ERROR(guest_.WaitUp(info->serial_log, info->forwards, seconds(900))
+                                .WithContext("VM " + vm));
       if (vm != kVm) donor_rams_.push_back(info->ram_path);
     }
+    return Status::OK();
+  }
+
+  // The catalog, learned from the donors as they are now.
+  Status Learn() {
     std::vector<std::string> learn = {"catalog", "learn", "--os", kKind.os, "--os-version",
                                       kKind.os_version, "--hypervisor", kKind.hypervisor,
                                       "--hypervisor-version", kKind.hypervisor_version};
@@ -355,6 +492,12 @@ class EscdrPaths {
     if (!r.ok()) return Status::Internal("catalog learn: " + r.err);
     std::printf("  %s", r.out.c_str());
     return Status::OK();
+  }
+
+  // The migrating VM's forwarded ports where it runs now.
+  std::map<std::uint16_t, std::uint16_t> Forwards() {
+    auto info = cluster_.FindVm(host_, kVm);
+    return info ? info->forwards : std::map<std::uint16_t, std::uint16_t>{};
   }
 
   // One migration of the VM to the other donor host, checked.
@@ -461,20 +604,15 @@ class EscdrPaths {
     if (!started.ok()) return Err(Status::Internal("vm start after migration: " + started.err));
     Status stopped = cluster_.Client(src).StopVm(kVm);
     if (!stopped.ok()) return Err(stopped.WithContext("removing the kept source on " + src));
-    if (!CounterAdvances(dest.serial_log)) {
-      return Err(Status::Aborted(fmt::format("the guest does not count on at {}: {}", dst,
-                                             SerialLogTail(dest.serial_log))));
-    }
+    ESCDR_RETURN_IF_ERROR(guest_.RunsOn(dest.serial_log, dest.forwards).WithContext("at " + dst));
     return s;
   }
 
-  static std::string Append(bool kaslr) {
-    return kaslr ? "console=ttyS0 quiet" : "console=ttyS0 quiet nokaslr";
-  }
-
  private:
+  static inline const std::vector<std::pair<std::string, std::string>> kPlacement = {
+      {kVm, "h1"}, {"donor-b", "h2"}, {"donor-c", "h3"}};
   Variant variant_;
-  std::string guest_dir_;
+  const BenchGuest& guest_;
   Cluster cluster_;
   std::string host_;
   std::vector<std::string> donor_rams_;
@@ -484,16 +622,12 @@ class EscdrPaths {
 
 class DirectPath {
  public:
-  DirectPath(const Variant& v, std::string guest_dir) : variant_(v), guest_dir_(std::move(guest_dir)) {}
+  DirectPath(const Variant& v, const BenchGuest& guest) : variant_(v), guest_(guest) {}
 
   Status Start() {
     ESCDR_ASSIGN_OR_RETURN(dir_, TempDir::Create("escdr-migbench", "/dev/shm"));
     LaunchSpec spec;
-    spec.memory_mib = kMemoryMib;
-    spec.kernel = guest_dir_ + "/vmlinuz";
-    spec.initrd = guest_dir_ + "/initrd.img";
-    spec.append = EscdrPaths::Append(variant_.kaslr);
-    if (variant_.dirty_mib > 0) spec.append += fmt::format(" escdr.dirty={}", variant_.dirty_mib);
+    ESCDR_RETURN_IF_ERROR(guest_.FillDirectSpec(variant_, dir_.path(), &spec));
     SetPaths(spec, 0);
     // The QEMU of the guests' series: the host's, or the 10.0 tree.
     const std::string qemu10 = escdr::agent::testing::Qemu10Dir();
@@ -513,12 +647,11 @@ class DirectPath {
   }
 
   Status Settle() {
-    if (!escdr::agent::testing::WaitUntil(
-            [&] { return escdr::agent::testing::Counter(current_->spec().serial_log) >= 3; }, seconds(300))) {
-      return Status::Timeout("the direct-path guest did not boot: " + SerialLogTail(current_->spec().serial_log));
-    }
-    return Status::OK();
+    return guest_.WaitUp(current_->spec().serial_log, Forwards(), seconds(900))
+        .WithContext("the direct path's guest");
   }
+
+  std::map<std::uint16_t, std::uint16_t> Forwards() const { return ForwardsOf(current_->spec()); }
 
   // One migration of the current QEMU to a new one, checked. `zstd`: the
   // direct-zstd path (multifd, 4 channels, zstd); else plain `direct`.
@@ -529,6 +662,11 @@ class DirectPath {
     s.to = fmt::format("qemu{}", generation_ + 1);
     LaunchSpec spec = current_->spec();
     SetPaths(spec, generation_ + 1);
+    // The destination QEMU forwards ports of its own: the source still holds its.
+    for (NicSpec& n : spec.nics) {
+      for (PortForward& f : n.forwards) f.host_port = 0;
+    }
+    ESCDR_RETURN_IF_ERROR(ResolveHostPorts(&spec));
     DirectMigrationOptions o;
     // The bandwidth caps the bytes on the wire, as `escdr migrate
     // --max-bandwidth` caps the agents' connection (QEMU uncapped there too):
@@ -580,10 +718,8 @@ class DirectPath {
     (void)current_->Stop();  // the source, in postmigrate; its RAM file goes with it
     current_ = std::move(m.destination);
     ++generation_;
-    if (!CounterAdvances(current_->spec().serial_log)) {
-      return Err(Status::Aborted(s.path + ": the guest does not count on at the destination: " +
-                                 SerialLogTail(current_->spec().serial_log)));
-    }
+    ESCDR_RETURN_IF_ERROR(guest_.RunsOn(current_->spec().serial_log, Forwards())
+                              .WithContext(s.path + " destination"));
     return s;
   }
 
@@ -596,7 +732,7 @@ class DirectPath {
   }
 
   Variant variant_;
-  std::string guest_dir_;
+  const BenchGuest& guest_;
   TempDir dir_;
   std::unique_ptr<QemuProcess> current_;
   int generation_ = 0;
@@ -720,6 +856,7 @@ bool IsDirect(const std::string& path) { return path == "direct" || path == "dir
 
 Result<Config> ParseArgs(int argc, char** argv) {
   Config c;
+  bool memory_given = false, variants_given = false;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     auto value = [&]() -> Result<std::string> {
@@ -732,6 +869,7 @@ Result<Config> ParseArgs(int argc, char** argv) {
     } else if (a == "--variants") {
       ESCDR_ASSIGN_OR_RETURN(std::string v, value());
       c.variants = SplitList(v);
+      variants_given = true;
     } else if (a == "--paths") {
       ESCDR_ASSIGN_OR_RETURN(std::string v, value());
       c.paths = SplitList(v);
@@ -749,6 +887,18 @@ Result<Config> ParseArgs(int argc, char** argv) {
       c.wire_rate = std::strtoull(v.c_str(), nullptr, 10);
     } else if (a == "--qemu-version") {
       ESCDR_ASSIGN_OR_RETURN(c.qemu_version, value());
+    } else if (a == "--guest") {
+      ESCDR_ASSIGN_OR_RETURN(c.guest, value());
+    } else if (a == "--memory") {
+      ESCDR_ASSIGN_OR_RETURN(std::string v, value());
+      g_memory_mib = std::strtoull(v.c_str(), nullptr, 10);
+      memory_given = true;
+    } else if (a == "--load-seconds") {
+      ESCDR_ASSIGN_OR_RETURN(std::string v, value());
+      c.load_seconds = std::atoi(v.c_str());
+    } else if (a == "--uptime-minutes") {
+      ESCDR_ASSIGN_OR_RETURN(std::string v, value());
+      c.uptime_minutes = std::atoi(v.c_str());
     } else if (a == "--insecure") {
       c.insecure = true;
     } else if (a == "--settle") {
@@ -759,18 +909,42 @@ Result<Config> ParseArgs(int argc, char** argv) {
           "usage: migration_bench [--runs N] [--variants nokaslr,kaslr,busy] "
           "[--paths escdr,no-escdr,direct,direct-zstd] "
           "[--bandwidths 125000000,0] [--wire-rate BYTES_PER_S] [--busy-mib MiB] [--json PATH] [--settle SECONDS] "
-          "[--insecure] [--qemu-version 7.2|10.0]; unknown argument " + a));
+          "[--insecure] [--qemu-version 7.2|10.0] [--guest debian-12|debian-13] [--memory MiB] "
+          "[--load-seconds S] [--uptime-minutes M]; unknown argument " + a));
     }
   }
   if (c.runs < 1) return Err(Status::InvalidArgument("--runs must be at least 1"));
   kKind.hypervisor_version = c.qemu_version;
+  if (!c.guest.empty()) {
+    // A distribution guest: its own kind, 1 GiB unless --memory says, idle and loaded.
+    const std::size_t dash = c.guest.rfind('-');
+    if (!c.guest.starts_with("debian-") || dash + 1 >= c.guest.size()) {
+      return Err(Status::InvalidArgument("--guest " + c.guest + " is not debian-12 or debian-13"));
+    }
+    kKind.os_version = c.guest.substr(dash + 1);
+    if (!memory_given) g_memory_mib = 1024;
+    if (!variants_given) c.variants = {"idle", "loaded"};
+  }
   for (const std::string& p : c.paths) {
     if (p != "escdr" && p != "no-escdr" && !IsDirect(p)) return Err(Status::InvalidArgument("unknown path " + p));
   }
   return c;
 }
 
-Status RunVariant(const Config& cfg, const Variant& v, const std::string& guest_dir,
+// Keeps the migrating guest's services busy while it is alive (`loaded`).
+Result<std::unique_ptr<escdr::testing::ServiceLoad>> StartLoad(
+    const std::map<std::uint16_t, std::uint16_t>& fwd) {
+  escdr::testing::LoadOptions lo;
+  lo.redis_port = fwd.at(6379);
+  lo.http_port = fwd.at(80);
+  lo.http_path = "/blob.bin";
+  lo.redis_threads = 2;
+  lo.key_count = 16384;  // 64 MiB of values rewritten over and over
+  lo.value_size = 4096;
+  return escdr::testing::ServiceLoad::Start(lo);
+}
+
+Status RunVariant(const Config& cfg, const Variant& v, const BenchGuest& guest,
                   std::vector<Sample>& samples, const std::function<void()>& save) {
   std::printf("== %s: booting guests on QEMU %s (agent channels: %s)\n", v.name.c_str(),
               kKind.hypervisor_version.c_str(),
@@ -781,28 +955,66 @@ Status RunVariant(const Config& cfg, const Variant& v, const std::string& guest_
   std::optional<EscdrPaths> agents;
   std::optional<DirectPath> direct;
   if (want_escdr) {
-    agents.emplace(v, guest_dir, cfg.insecure);
+    agents.emplace(v, guest, cfg.insecure);
     ESCDR_RETURN_IF_ERROR(agents->Start());
   }
   if (want_direct) {
-    direct.emplace(v, guest_dir);
+    direct.emplace(v, guest);
     ESCDR_RETURN_IF_ERROR(direct->Start());
   }
   if (agents) ESCDR_RETURN_IF_ERROR(agents->Settle());
   if (direct) ESCDR_RETURN_IF_ERROR(direct->Settle());
+  if (agents) ESCDR_RETURN_IF_ERROR(agents->Learn());
+  if (cfg.uptime_minutes > 0) {
+    // Age the migrating guests (both paths'), under their load if loaded.
+    std::vector<std::unique_ptr<escdr::testing::ServiceLoad>> loads;
+    if (v.service_load) {
+      for (auto fwd : {agents ? agents->Forwards() : decltype(agents->Forwards()){},
+                       direct ? direct->Forwards() : decltype(direct->Forwards()){}}) {
+        if (fwd.empty()) continue;
+        ESCDR_ASSIGN_OR_RETURN(auto load, StartLoad(fwd));
+        loads.push_back(std::move(load));
+      }
+    }
+    std::printf("  letting the guests run %d minutes%s\n", cfg.uptime_minutes,
+                v.service_load ? " under load" : "");
+    std::fflush(stdout);
+    for (int i = 0; i < cfg.uptime_minutes * 60 && !g_stop; ++i) std::this_thread::sleep_for(seconds(1));
+    for (auto& l : loads) {
+      const escdr::testing::LoadStats st = l->Stop();
+      std::printf("  load while aging: %llu redis writes, %llu HTTP requests, %llu errors\n",
+                  static_cast<unsigned long long>(st.redis_ops),
+                  static_cast<unsigned long long>(st.http_requests),
+                  static_cast<unsigned long long>(st.errors));
+    }
+  }
   for (int run = 1; run <= cfg.runs; ++run) {
     for (std::uint64_t bw : v.bandwidths) {
       for (const std::string& path : cfg.paths) {
         if (g_stop) return Status::Aborted("interrupted");
         std::this_thread::sleep_for(seconds(cfg.settle_s));
+        std::unique_ptr<escdr::testing::ServiceLoad> load;
+        if (v.service_load) {
+          ESCDR_ASSIGN_OR_RETURN(load, StartLoad(IsDirect(path) ? direct->Forwards()
+                                                                : agents->Forwards()));
+          std::this_thread::sleep_for(seconds(cfg.load_seconds));
+        }
         Result<Sample> s = IsDirect(path) ? direct->Migrate(bw, cfg.wire_rate, path == "direct-zstd")
                                           : agents->Migrate(path == "escdr", bw, cfg.wire_rate);
+        if (load) {
+          const escdr::testing::LoadStats st = load->Stop();
+          if (s.has_value()) {
+            s->load_ops = static_cast<double>(st.redis_ops + st.http_requests);
+            s->load_errors = static_cast<double>(st.errors);
+          }
+        }
         if (!s.has_value()) {
           return s.error().WithContext(fmt::format("{} run {} {} at {}", v.name, run, path, BandwidthName(bw)));
         }
         s->variant = v.name;
         s->bandwidth = bw;
         s->run = run;
+        s->uptime_minutes = cfg.uptime_minutes;
         std::printf("  run %d %-11s %-9s %s->%s wire %6.1f MiB stream %6.1f MiB  QEMU total %5.2f s  end-to-end %5.2f s  "
                     "downtime QEMU %4.0f ms escdr %4.0f ms  pos %6.0f cont %5.0f fb %3.0f  CPU src %.2f s dst %.2f s  "
                     "load %.2f  RAM %s\n",
@@ -830,9 +1042,9 @@ int Main(int argc, char** argv) {
   sigaction(SIGINT, &sa, nullptr);
   sigaction(SIGTERM, &sa, nullptr);
 
-  auto guest = escdr::testing::EnsureGuestBuilt();
+  auto guest = BenchGuest::Find(cfg->guest);
   if (!guest.has_value()) {
-    std::fprintf(stderr, "migration_bench: test guest: %s\n", guest.error().message().c_str());
+    std::fprintf(stderr, "migration_bench: guest: %s\n", guest.error().message().c_str());
     return 1;
   }
   std::vector<Variant> variants;
@@ -840,6 +1052,8 @@ int Main(int argc, char** argv) {
     if (name == "nokaslr") variants.push_back({name, false, 0, cfg->bandwidths});
     else if (name == "kaslr") variants.push_back({name, true, 0, cfg->bandwidths});
     else if (name == "busy") variants.push_back({name, false, cfg->busy_mib, {125000000}});
+    else if (name == "idle" && guest->real()) variants.push_back({name, true, 0, cfg->bandwidths});
+    else if (name == "loaded" && guest->real()) variants.push_back({name, true, 0, {125000000}, true});
     else {
       std::fprintf(stderr, "migration_bench: unknown variant %s\n", name.c_str());
       return 2;
@@ -849,8 +1063,10 @@ int Main(int argc, char** argv) {
   std::vector<Sample> samples;
   const double load_start = LoadAverage1();
   auto save = [&] {
-    json doc = {{"guest_dir", *guest},
-                {"memory_mib", kMemoryMib},
+    json doc = {{"guest_dir", guest->Describe()},
+                {"guest", cfg->guest.empty() ? "test guest" : cfg->guest},
+                {"qemu_version", kKind.hypervisor_version},
+                {"memory_mib", g_memory_mib},
                 {"runs", cfg->runs},
                 {"busy_mib", cfg->busy_mib},
                 {"unlimited_bandwidth", kUnlimited},
