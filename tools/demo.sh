@@ -10,7 +10,9 @@
 #
 # Arguments go to `escdr demo`: --memory MIB (default 256), --kaslr, --keep
 # (leave it running), --json (the comparison as JSON on stdout),
-# --qemu-version 7.2|10.0 (default 7.2, the host's own).
+# --qemu-version 7.2|10.0 (default 7.2, the host's own), --guest DIR (a test
+# guest directory) or --guest debian-12|debian-13: the demo on a real Debian
+# guest, whose image tools/build-distro-guest.sh builds first (once, cached).
 # Environment: BUILD_DIR (default build).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,8 +23,25 @@ tools/bootstrap.sh
 cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 cmake --build "$build" --target escdr
 escdr=$root/$build/src/cli/escdr
-guest=$root/$build/guest
-tools/build-guest.sh "$guest"
 tools/install-qemu.sh 10.0 >/dev/null
 
-exec "$escdr" demo --guest "$guest" "$@"
+# --guest given: a Debian guest's image is built (or found up to date) here; a
+# directory is the caller's. Else the test guest, built into the build tree.
+guest=
+args=("$@")
+for ((i = 0; i < ${#args[@]}; i++)); do
+  case "${args[i]}" in
+    --guest) guest=${args[i + 1]:-} ;;
+    --guest=*) guest=${args[i]#--guest=} ;;
+  esac
+done
+case "$guest" in
+  debian-12 | debian-13) tools/build-distro-guest.sh "$guest" | tail -n 1 ;;
+  '')
+    guest=$root/$build/guest
+    tools/build-guest.sh "$guest"
+    set -- --guest "$guest" "$@"
+    ;;
+esac
+
+exec "$escdr" demo "$@"

@@ -22,8 +22,16 @@
 // reaches only the demo, which forwards it to the command in progress (a
 // migration then cancels cleanly) and then cleans up. --keep leaves it all
 // running after a successful run and prints how to stop it.
+//
+// `--guest debian-<N>` runs the same demo on a real Debian guest of
+// tools/build-distro-guest.sh (a disk overlay per VM, a NIC, KASLR): it is up,
+// and runs on after a migration, when redis and nginx answer on their
+// forwarded ports (DemoGuest, Demo::Probe).
+#include <netinet/in.h>
+#include <poll.h>
 #include <signal.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -33,9 +41,11 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <vector>
 
@@ -47,6 +57,8 @@
 #include "agent/vm_process.h"
 #include "agent/vm_records.h"
 #include "cli/command.h"
+#include "cli/vm_hardware.h"
+#include "escdr/agent/agent_client.h"
 #include "escdr/base/vm_kind.h"
 #include "escdr/qemu/direct_migration.h"
 #include "escdr/qemu/launcher.h"
@@ -92,6 +104,7 @@ struct DemoArgs {
   std::vector<std::string> qemu;
   std::string qemu_version;
   std::uint32_t memory_mib = 256;
+  bool memory_set = false;  // --memory given (else 512 MiB for a Debian guest)
   bool kaslr = false;
   bool keep = false;
   bool json = false;  // `escdr demo --json`, the same as `escdr --json demo`
@@ -125,6 +138,83 @@ std::string Pct(double part, double whole) {
 
 bool ProcessExists(pid_t pid) { return pid > 0 && (::kill(pid, 0) == 0 || errno == EPERM); }
 
+// A VM's forwarded ports: guest port -> host port on 127.0.0.1.
+using Ports = std::map<std::uint16_t, std::uint16_t>;
+
+Ports PortsOf(const LaunchSpec& spec) {
+  Ports p;
+  for (const NicSpec& n : spec.nics) {
+    for (const PortForward& f : n.forwards) p[f.guest_port] = f.host_port;
+  }
+  return p;
+}
+
+// ", port 80 on 127.0.0.1:41873, ..." (nothing without forwards).
+std::string PortsNote(const Ports& ports) {
+  std::string s;
+  for (auto [guest, host] : ports) s += fmt::format(", port {} on 127.0.0.1:{}", guest, host);
+  return s;
+}
+
+// What the demo boots. The test guest (docs/test-guest.md) counts on its
+// serial console; a real Debian guest of tools/build-distro-guest.sh boots its
+// own kernel from a qcow2 overlay of disk.img and serves redis and nginx.
+struct DemoGuest {
+  std::string dir;
+  std::string distro;   // "" (the test guest) or "debian-<N>"
+  std::string cmdline;  // the image's kernel command line (dir/cmdline)
+  seconds boot_timeout{600};
+  bool real() const { return !distro.empty(); }
+  std::string File(const char* name) const { return dir + "/" + name; }
+};
+
+// "debian-<N>": a guest name rather than a directory.
+bool IsDistroName(std::string_view g) {
+  return g.starts_with("debian-") && g.size() > 7 &&
+         g.find_first_not_of("0123456789", 7) == std::string_view::npos;
+}
+
+// Sends `request` on a new connection to 127.0.0.1:`port` and returns the
+// first line of the answer, all within `timeout`.
+Result<std::string> AskLocal(std::uint16_t port, std::string_view request, milliseconds timeout) {
+  const Deadline deadline = Deadline::After(timeout);
+  const std::string where = fmt::format("127.0.0.1:{}", port);
+  UniqueFd fd(::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+  if (!fd.valid()) return Err(Status::FromErrno("socket", errno));
+  auto wait = [&](short events) -> Status {
+    pollfd p{fd.get(), events, 0};
+    const int n = ::poll(&p, 1, deadline.PollTimeoutMs());
+    if (n < 0 && errno != EINTR) return Status::FromErrno("poll " + where, errno);
+    return n == 0 ? Status::Timeout(where + " did not answer in time") : Status::OK();
+  };
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(port);
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  int err = ::connect(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0 ? 0 : errno;
+  if (err == EINPROGRESS) {
+    ESCDR_RETURN_IF_ERROR(wait(POLLOUT));
+    socklen_t len = sizeof err;
+    ::getsockopt(fd.get(), SOL_SOCKET, SO_ERROR, &err, &len);
+  }
+  if (err != 0) return Err(Status::FromErrno("connect " + where, err));
+  if (::send(fd.get(), request.data(), request.size(), MSG_NOSIGNAL) !=
+      static_cast<ssize_t>(request.size())) {
+    return Err(Status::FromErrno("send " + where, errno));
+  }
+  std::string got;
+  while (got.find("\r\n") == std::string::npos && got.size() < 256) {
+    ESCDR_RETURN_IF_ERROR(wait(POLLIN));
+    char buf[256];
+    const ssize_t n = ::recv(fd.get(), buf, sizeof buf, 0);
+    if (n == 0) break;
+    if (n < 0 && errno != EAGAIN && errno != EINTR) return Err(Status::FromErrno("recv " + where, errno));
+    if (n > 0) got.append(buf, static_cast<std::size_t>(n));
+  }
+  if (got.empty()) return Err(Status::Unavailable(where + " closed the connection"));
+  return got.substr(0, got.find("\r\n"));
+}
+
 class Demo {
  public:
   explicit Demo(DemoArgs args) : args_(std::move(args)), out_(args_.json ? stderr : stdout) {}
@@ -147,6 +237,15 @@ class Demo {
     std::int64_t pid = 0;
     std::string ram_path;
     std::string serial_log;
+    Ports ports;
+  };
+  // What a look at a guest saw: `up` (its counter reached the mark, or its
+  // services answered), its counter (test guest), and what was seen when up
+  // (else, for a real guest, why it is not up).
+  struct Seen {
+    bool up = false;
+    std::uint64_t counter = 0;
+    std::string what;
   };
 
   template <typename... T>
@@ -171,6 +270,15 @@ class Demo {
   Result<json> Migrate(const std::string& vm, std::vector<std::string> extra, bool escdr);
   // The kernel command line of the guest with escdr.seed=`seed`.
   std::string GuestAppend(int seed) const;
+  // The `vm create` arguments of demo-`i` after --memory: kernel, initrd,
+  // command line, and for a real guest its disk overlay and forwards.
+  std::vector<std::string> GuestArgs(int i) const;
+  // The direct guest's boot and hardware: the same as demo-4's.
+  Status FillDirectSpec(LaunchSpec* spec);
+  Seen Probe(const std::string& serial_log, const Ports& ports, std::uint64_t min_counter) const;
+  // Probes until the guest is up or `timeout` passed (Aborted on a signal).
+  Result<Seen> AwaitGuest(const std::string& serial_log, const Ports& ports, std::uint64_t min_counter,
+                          seconds timeout);
   // The fifth guest: started outside escdr, migrated by QEMU itself.
   Status StartDirectGuest();
   Status WaitForDirectGuest();
@@ -190,6 +298,7 @@ class Demo {
   std::vector<QemuInstall> qemus_;
   std::FILE* out_;
   std::string self_;
+  DemoGuest guest_;
   std::string kernel_, initrd_;
   TempDir root_, shm_;
   std::string db_, cli_state_;
@@ -257,7 +366,23 @@ Status Demo::Prepare() {
   std::error_code ec;
   self_ = std::filesystem::read_symlink("/proc/self/exe", ec).string();
   if (ec) return Status::IOError("cannot resolve /proc/self/exe: " + ec.message());
-  if (args_.guest.empty()) {
+  if (IsDistroName(args_.guest)) {
+    // A real Debian guest: its image directory, kind, memory and own command line (KASLR on).
+    guest_ = {"/var/lib/escdr/guests/" + args_.guest, args_.guest, "", seconds(900)};
+    for (const char* f : {"disk.img", "vmlinuz", "initrd.img", "cmdline"}) {
+      if (!std::filesystem::is_regular_file(guest_.File(f), ec)) {
+        return Status::NotFound(fmt::format("the guest {} is missing: {} does not exist; build it with "
+                                            "tools/build-distro-guest.sh {}",
+                                            args_.guest, guest_.File(f), args_.guest));
+      }
+    }
+    const std::string cmdline = ReadFileToString(guest_.File("cmdline")).value_or("");
+    guest_.cmdline = cmdline.substr(0, cmdline.find_last_not_of(" \r\n") + 1);
+    args_.guest = guest_.dir;
+    kind_.os_version = guest_.distro.substr(7);
+    args_.kaslr = true;
+    if (!args_.memory_set) args_.memory_mib = 512;
+  } else if (args_.guest.empty()) {
     // <build>/src/cli/escdr -> <build>/guest, where tools/build-guest.sh puts it.
     args_.guest = (std::filesystem::path(self_).parent_path() / "../../guest").lexically_normal().string();
   }
@@ -272,6 +397,7 @@ Status Demo::Prepare() {
           f, args_.guest));
     }
   }
+  if (!guest_.real()) guest_.dir = args_.guest;
   if (args_.memory_mib < 64 || args_.memory_mib > 65536) {
     return Status::InvalidArgument(
         fmt::format("--memory {} MiB is outside [64, 65536]", args_.memory_mib));
@@ -365,18 +491,21 @@ Status Demo::StartAgents() {
 Status Demo::CreateVms() {
   Say("\n== 2. Four VMs of kind {}, {} MiB each, placed by the inventory (no --host)",
       kind_.ToString(), args_.memory_mib);
+  if (guest_.real()) {
+    Say("  each boots Debian from its own qcow2 overlay of {} (in {}), with redis (6379) and nginx (80) "
+        "forwarded to free ports of its host", guest_.File("disk.img"), root_.File("disks"));
+  }
   for (int i = 1; i <= kVms; ++i) {
     DemoVm vm;
     vm.name = fmt::format("demo-{}", i);
-    // Each guest writes 256 KiB of its own data (escdr.seed), so the four
-    // differ the way real VMs of one kind do.
-    const std::string append = GuestAppend(i);
-    ESCDR_ASSIGN_OR_RETURN(
-        json doc, Escdr({"vm", "create", vm.name, "--os", kind_.os, "--os-version", kind_.os_version,
-                         "--hypervisor", kind_.hypervisor, "--hypervisor-version",
-                         kind_.hypervisor_version, "--memory", std::to_string(args_.memory_mib),
-                         "--kernel", kernel_, "--initrd", initrd_, "--append", append},
-                        seconds(180)));
+    std::vector<std::string> args = {"vm", "create", vm.name, "--os", kind_.os, "--os-version",
+                                     kind_.os_version, "--hypervisor", kind_.hypervisor,
+                                     "--hypervisor-version", kind_.hypervisor_version, "--memory",
+                                     std::to_string(args_.memory_mib)};
+    const std::vector<std::string> hardware = GuestArgs(i);
+    args.insert(args.end(), hardware.begin(), hardware.end());
+    ESCDR_ASSIGN_OR_RETURN(json doc, Escdr(args, seconds(180)));
+    vm.ports = agent::VmInfo::FromJson(doc).forwards;
     vm.host = StringOr(doc, "host");
     vm.pid = static_cast<std::int64_t>(U64Or(doc, "pid"));
     vm.ram_path = StringOr(doc, "ram_path");
@@ -385,16 +514,19 @@ Status Demo::CreateVms() {
       return Status::ProtocolError(fmt::format("vm create {} printed no host, RAM file or serial log: {}",
                                                vm.name, doc.dump()));
     }
-    Say("  {} on {} (QEMU pid {}, RAM file {})", vm.name, vm.host, vm.pid, vm.ram_path);
+    Say("  {} on {} (QEMU pid {}, RAM file {}{})", vm.name, vm.host, vm.pid, vm.ram_path,
+        PortsNote(vm.ports));
     vms_.push_back(std::move(vm));
   }
   return Status::OK();
 }
 
 Status Demo::WaitForBoot() {
-  Say("\n== 3. Waiting for the guests to boot (QEMU TCG, no KVM: often 30-90 s)");
+  Say("\n== 3. Waiting for the guests to boot (QEMU TCG, no KVM: often {})",
+      guest_.real() ? "3-6 min until redis and nginx answer" : "30-90 s");
   const auto start = MonotonicClock::now();
-  const Deadline deadline = Deadline::After(seconds(600));
+  const Deadline deadline = Deadline::After(guest_.boot_timeout);
+  std::vector<std::string> why(vms_.size());
   std::vector<bool> up(vms_.size(), false);
   auto last_note = start;
   for (;;) {
@@ -402,10 +534,11 @@ Status Demo::WaitForBoot() {
     std::size_t n_up = 0;
     for (std::size_t i = 0; i < vms_.size(); ++i) {
       if (!up[i]) {
-        auto c = ReadLastCounter(vms_[i].serial_log);
-        if (c.has_value() && c->has_value() && **c >= 2) {
+        const Seen seen = Probe(vms_[i].serial_log, vms_[i].ports, 2);
+        why[i] = seen.what.empty() ? "" : " (" + seen.what + ")";
+        if (seen.up) {
           up[i] = true;
-          Say("  {} is up after {:.0f} s (escdr-counter {})", vms_[i].name, SecondsSince(start), **c);
+          Say("  {} is up after {:.0f} s ({})", vms_[i].name, SecondsSince(start), seen.what);
         } else if (!ProcessExists(static_cast<pid_t>(vms_[i].pid))) {
           return Status::Aborted(fmt::format("the QEMU of {} (pid {}) exited while booting; its console: {}",
                                              vms_[i].name, vms_[i].pid, SerialLogTail(vms_[i].serial_log, 5)));
@@ -417,7 +550,8 @@ Status Demo::WaitForBoot() {
     if (deadline.Expired()) {
       for (std::size_t i = 0; i < vms_.size(); ++i) {
         if (!up[i]) {
-          return Status::Timeout(fmt::format("{} did not boot within 600 s; its console: {}", vms_[i].name,
+          return Status::Timeout(fmt::format("{} did not boot within {} s{}; its console: {}", vms_[i].name,
+                                             guest_.boot_timeout.count(), why[i],
                                              SerialLogTail(vms_[i].serial_log, 5)));
         }
       }
@@ -502,21 +636,19 @@ Result<json> Demo::Migrate(const std::string& vm, std::vector<std::string> extra
     v.pid = static_cast<std::int64_t>(U64Or(dest_vm, "pid"));
     v.ram_path = StringOr(dest_vm, "ram_path");
     v.serial_log = StringOr(dest_vm, "serial_log");
-    const Deadline deadline = Deadline::After(seconds(60));
-    std::uint64_t now = 0;
-    while (now <= from + 1 && !deadline.Expired()) {
-      ESCDR_RETURN_IF_ERROR(Interrupted());
-      std::this_thread::sleep_for(milliseconds(200));
-      auto c = ReadLastCounter(v.serial_log);
-      if (c.has_value() && c->has_value()) now = **c;
+    v.ports = agent::VmInfo::FromJson(dest_vm).forwards;
+    ESCDR_ASSIGN_OR_RETURN(const Seen seen, AwaitGuest(v.serial_log, v.ports, from + 2, seconds(60)));
+    if (!seen.up) {
+      return Err(Status::Aborted(
+          guest_.real()
+              ? fmt::format("{} does not run on {} after the migration: {}", vm, v.host, seen.what)
+              : fmt::format("{} does not run on {} after the migration: its counter was {} on {} "
+                            "and is {} there", vm, v.host, from, source, seen.counter)));
     }
-    if (now <= from + 1) {
-      return Err(Status::Aborted(fmt::format(
-          "{} does not run on {} after the migration: its counter was {} on {} and is {} there", vm,
-          v.host, from, source, now)));
-    }
-    Say("  {} goes on running on {}: escdr-counter {} on {} before, {} on {} now", vm, v.host, from,
-        source, now, v.host);
+    Say("  {} goes on running on {}: {}", vm, v.host,
+        guest_.real() ? seen.what
+                      : fmt::format("escdr-counter {} on {} before, {} on {} now", from, source, seen.counter,
+                                    v.host));
   }
   return r;
 }
@@ -527,17 +659,80 @@ std::string Demo::GuestAppend(int seed) const {
   return append + fmt::format(" escdr.seed={}", seed);
 }
 
+std::vector<std::string> Demo::GuestArgs(int i) const {
+  // Each test guest writes 256 KiB of its own data (escdr.seed), so the four
+  // differ the way real VMs of one kind do; Debian guests differ by themselves.
+  if (!guest_.real()) return {"--kernel", kernel_, "--initrd", initrd_, "--append", GuestAppend(i)};
+  return {"--disk-from", guest_.File("disk.img"), "--disk-dir", root_.File("disks"), "--forward", "80",
+          "--forward", "6379", "--kernel", kernel_, "--initrd", initrd_, "--append", guest_.cmdline};
+}
+
+Status Demo::FillDirectSpec(LaunchSpec* spec) {
+  spec->kernel = kernel_;
+  spec->initrd = initrd_;
+  // demo-4's command line (escdr.seed=4): the same guest, so the direct
+  // migration moves the same memory as the escdr ones.
+  spec->append = guest_.real() ? guest_.cmdline : GuestAppend(kVms);
+  if (!guest_.real()) return Status::OK();
+  ESCDR_ASSIGN_OR_RETURN(DiskSpec overlay,
+                         CreateOverlay(guest_.File("disk.img"), root_.File("disks"), spec->name));
+  spec->disks = {overlay};
+  NicSpec nic;
+  nic.mac = MacForVm(spec->name, 0);
+  nic.forwards = {{80, 0}, {6379, 0}};
+  spec->nics = {nic};
+  return ResolveHostPorts(spec);
+}
+
+Demo::Seen Demo::Probe(const std::string& serial_log, const Ports& ports, std::uint64_t min_counter) const {
+  Seen s;
+  if (!guest_.real()) {
+    auto c = ReadLastCounter(serial_log);
+    if (c.has_value() && c->has_value()) s.counter = **c;
+    s.up = s.counter >= min_counter;
+    if (s.up) s.what = fmt::format("escdr-counter {}", s.counter);
+    return s;
+  }
+  const auto redis = ports.find(6379), web = ports.find(80);
+  if (redis == ports.end() || web == ports.end()) {
+    s.what = "ports 80 and 6379 are not forwarded";
+    return s;
+  }
+  auto pong = AskLocal(redis->second, "PING\r\n", seconds(2));
+  if (!pong.has_value() || !pong->starts_with("+PONG")) {
+    s.what = fmt::format("redis: {}", pong.has_value() ? "answered '" + *pong + "'" : pong.error().message());
+    return s;
+  }
+  auto status = AskLocal(web->second, "GET / HTTP/1.0\r\n\r\n", seconds(5));
+  if (!status.has_value() || !(status->starts_with("HTTP/1.1 200") || status->starts_with("HTTP/1.0 200"))) {
+    s.what = fmt::format("nginx: {}",
+                         status.has_value() ? "answered '" + *status + "'" : status.error().message());
+    return s;
+  }
+  s.up = true;
+  s.what = fmt::format("redis PONG and nginx 200 on 127.0.0.1:{}/{}", redis->second, web->second);
+  return s;
+}
+
+Result<Demo::Seen> Demo::AwaitGuest(const std::string& serial_log, const Ports& ports,
+                                    std::uint64_t min_counter, seconds timeout) {
+  const Deadline deadline = Deadline::After(timeout);
+  for (;;) {
+    ESCDR_RETURN_IF_ERROR(Interrupted());
+    std::this_thread::sleep_for(milliseconds(200));
+    Seen seen = Probe(serial_log, ports, min_counter);
+    if (seen.up || deadline.Expired()) return seen;
+  }
+}
+
 Status Demo::StartDirectGuest() {
   Say("  and, outside escdr, a fifth guest of the kind for QEMU's own multifd+zstd migration "
-      "(same kernel, initrd, memory and command line as {})", vms_.back().name);
+      "(same kernel, initrd, memory and command line as {}{})", vms_.back().name,
+      guest_.real() ? ", its own overlay of the same disk image, a NIC with the same forwards" : "");
   LaunchSpec spec;
   spec.name = "demo-direct";
   spec.memory_mib = args_.memory_mib;
-  spec.kernel = kernel_;
-  spec.initrd = initrd_;
-  // demo-4's command line (escdr.seed=4): the same guest, so the direct
-  // migration moves the same memory as the escdr ones.
-  spec.append = GuestAppend(kVms);
+  ESCDR_RETURN_IF_ERROR(FillDirectSpec(&spec));
   spec.ram_path = shm_.File("direct-1.ram");
   spec.qmp_socket = root_.File("direct-1.qmp");
   spec.serial_log = root_.File("direct-1.serial");
@@ -545,17 +740,18 @@ Status Demo::StartDirectGuest() {
   QemuProcessOptions o;
   o.remove_ram_file = true;
   ESCDR_ASSIGN_OR_RETURN(direct_src_, QemuProcess::Start(spec, o));
-  Say("  demo-direct (QEMU pid {}, RAM file {})", direct_src_->pid(), spec.ram_path);
+  Say("  demo-direct (QEMU pid {}, RAM file {}{})", direct_src_->pid(), spec.ram_path,
+      PortsNote(PortsOf(spec)));
   return Status::OK();
 }
 
 Status Demo::WaitForDirectGuest() {
-  const Deadline deadline = Deadline::After(seconds(600));
+  const Deadline deadline = Deadline::After(guest_.boot_timeout);
   for (;;) {
     ESCDR_RETURN_IF_ERROR(Interrupted());
-    auto c = ReadLastCounter(direct_src_->spec().serial_log);
-    if (c.has_value() && c->has_value() && **c >= 2) {
-      Say("  demo-direct is up (escdr-counter {})", **c);
+    const Seen seen = Probe(direct_src_->spec().serial_log, PortsOf(direct_src_->spec()), 2);
+    if (seen.up) {
+      Say("  demo-direct is up ({})", seen.what);
       return Status::OK();
     }
     if (!direct_src_->Running()) {
@@ -563,7 +759,9 @@ Status Demo::WaitForDirectGuest() {
                                          direct_src_->QemuLogTail()));
     }
     if (deadline.Expired()) {
-      return Status::Timeout(fmt::format("demo-direct did not boot within 600 s; its console: {}",
+      return Status::Timeout(fmt::format("demo-direct did not boot within {} s{}; its console: {}",
+                                         guest_.boot_timeout.count(),
+                                         seen.what.empty() ? "" : " (" + seen.what + ")",
                                          SerialLogTail(direct_src_->spec().serial_log, 5)));
     }
     std::this_thread::sleep_for(milliseconds(200));
@@ -595,6 +793,11 @@ Result<json> Demo::MigrateDirectly() {
   spec.ram_path = shm_.File("direct-2.ram");
   spec.qmp_socket = root_.File("direct-2.qmp");
   spec.serial_log = root_.File("direct-2.serial");
+  // The destination QEMU forwards ports of its own: the source still holds its.
+  for (NicSpec& n : spec.nics) {
+    for (PortForward& f : n.forwards) f.host_port = 0;
+  }
+  ESCDR_RETURN_IF_ERROR(ResolveHostPorts(&spec));
   DirectMigrationOptions o;
   o.max_bandwidth = kQemuUncapped;
   o.multifd = true;
@@ -643,22 +846,18 @@ Result<json> Demo::MigrateDirectly() {
       HumanBytes(static_cast<double>(wire)),
       HumanBytes(static_cast<double>(info.ram_transferred)));
 
-  // Resume at the destination and see the guest count on, as for demo-4.
+  // Resume at the destination and see the guest run on, as for demo-4.
   ESCDR_RETURN_IF_ERROR(Cont(direct_dst_->qmp()));
-  const Deadline deadline = Deadline::After(seconds(60));
-  std::uint64_t now = 0;
-  while (now <= from + 1 && !deadline.Expired()) {
-    ESCDR_RETURN_IF_ERROR(Interrupted());
-    std::this_thread::sleep_for(milliseconds(200));
-    auto c = ReadLastCounter(direct_dst_->spec().serial_log);
-    if (c.has_value() && c->has_value()) now = **c;
+  ESCDR_ASSIGN_OR_RETURN(const Seen seen, AwaitGuest(direct_dst_->spec().serial_log,
+                                                     PortsOf(direct_dst_->spec()), from + 2, seconds(60)));
+  if (!seen.up) {
+    return Err(Status::Aborted(
+        guest_.real() ? "demo-direct does not run after QEMU's own migration: " + seen.what
+                      : fmt::format("demo-direct does not run after QEMU's own migration: its counter was {} "
+                                    "before and is {} now", from, seen.counter)));
   }
-  if (now <= from + 1) {
-    return Err(Status::Aborted(fmt::format(
-        "demo-direct does not run after QEMU's own migration: its counter was {} before and is {} now", from,
-        now)));
-  }
-  Say("  demo-direct goes on running at the destination: escdr-counter {} before, {} now", from, now);
+  Say("  demo-direct goes on running at the destination: {}",
+      guest_.real() ? seen.what : fmt::format("escdr-counter {} before, {} now", from, seen.counter));
   // Its figures are taken: both QEMUs go now (the agents do not know them).
   ESCDR_RETURN_IF_ERROR(StopDirectQemus());
   return r;
@@ -895,8 +1094,10 @@ void RegisterDemoCommand(CLI::App& app, GlobalOptions& global) {
       "cleans up after itself");
   cmd->add_option("--guest", a->guest,
                   "Test guest directory with vmlinuz and initrd.img (tools/build-guest.sh DIR; "
-                  "default: <build>/guest next to this binary)");
-  cmd->add_option("--memory", a->memory_mib, "Guest memory in MiB (default 256)");
+                  "default: <build>/guest next to this binary), or debian-12|debian-13: the real "
+                  "Debian guest of tools/build-distro-guest.sh");
+  CLI::Option* memory =
+      cmd->add_option("--memory", a->memory_mib, "Guest memory in MiB (default 256; 512 for debian-N)");
   cmd->add_option("--qemu-version", a->qemu_version,
                   "QEMU series the VMs run on, e.g. 10.0 (default: that of the first --qemu)");
   cmd->add_option("--qemu", a->qemu,
@@ -905,7 +1106,10 @@ void RegisterDemoCommand(CLI::App& app, GlobalOptions& global) {
   cmd->add_flag("--kaslr", a->kaslr, "Boot the guests with KASLR (default: nokaslr)");
   cmd->add_flag("--keep", a->keep, "Leave the agents and VMs running at the end and print how to stop them");
   cmd->add_flag("--json", a->json, "Print the comparison as one JSON document (progress goes to stderr)");
-  cmd->callback([&global, a] { RunDemo(global, *a); });
+  cmd->callback([&global, a, memory] {
+    a->memory_set = memory->count() > 0;
+    RunDemo(global, *a);
+  });
 }
 
 }  // namespace
