@@ -12,6 +12,8 @@ PACKAGES=(
   libgtest-dev libgmock-dev libbenchmark-dev
   # test guests and services
   qemu-system-x86 linux-image-amd64 busybox-static cpio socat
+  # real distribution guests (tools/build-distro-guest.sh) and their hardware
+  qemu-utils ovmf mmdebstrap dosfstools mtools fdisk e2fsprogs
   postgresql postgresql-client
   # reports
   gnuplot-nox
