@@ -279,6 +279,11 @@ void RunVmCreate(const GlobalOptions& global, const CreateArgs& a) {
   if (spec.kernel.empty() && spec.disks.empty()) {
     fail(Status::InvalidArgument("vm create needs --kernel, or a disk to boot from"));
   }
+  if (spec.kernel.empty()) {
+    // The firmware boots the disk, whose boot loader has its own command line.
+    if (!spec.initrd.empty()) fail(Status::InvalidArgument("--initrd needs --kernel"));
+    spec.append.clear();
+  }
 
   VmSpec vs;
   vs.name = a.name;

@@ -231,9 +231,12 @@ std::vector<std::string> BuildQemuArgv(const LaunchSpec& s) {
                              fmt::format("virtio-net-pci,netdev=net{},id=nic{}{}", i, i,
                                          n.mac.empty() ? "" : ",mac=" + n.mac)});
   }
-  if (!s.kernel.empty()) argv.insert(argv.end(), {"-kernel", s.kernel});
-  if (!s.initrd.empty()) argv.insert(argv.end(), {"-initrd", s.initrd});
-  if (!s.append.empty()) argv.insert(argv.end(), {"-append", s.append});
+  // -initrd and -append go with -kernel only: a disk boot has its own.
+  if (!s.kernel.empty()) {
+    argv.insert(argv.end(), {"-kernel", s.kernel});
+    if (!s.initrd.empty()) argv.insert(argv.end(), {"-initrd", s.initrd});
+    if (!s.append.empty()) argv.insert(argv.end(), {"-append", s.append});
+  }
   if (s.start_paused) argv.push_back("-S");
   if (!s.incoming.empty()) argv.insert(argv.end(), {"-incoming", s.incoming});
   argv.insert(argv.end(), s.extra_args.begin(), s.extra_args.end());

@@ -150,7 +150,7 @@ TEST_F(LaunchSpecTest, ArgvOfARealVmHasDisksNicFirmwareAndConsole) {
   ASSERT_TRUE(WriteStringToFile(dir_.File("data.img"), "data").ok());
   ASSERT_TRUE(WriteStringToFile(dir_.File("code.fd"), "code").ok());
   ASSERT_TRUE(WriteStringToFile(dir_.File("vars.fd"), "vars").ok());
-  spec_.kernel = spec_.initrd = spec_.append = "";
+  spec_.kernel = "";
   spec_.disks = {{dir_.File("disk.qcow2"), "qcow2", false}, {dir_.File("data.img"), "raw", true}};
   spec_.nics = {Nic("user", MacForVm("vm1", 0), {{80, 8080}, {6379, 16379}})};
   spec_.firmware = "uefi";
@@ -160,7 +160,10 @@ TEST_F(LaunchSpecTest, ArgvOfARealVmHasDisksNicFirmwareAndConsole) {
   spec_.console_socket = dir_.File("console.sock");
   ASSERT_TRUE(ValidateLaunchSpec(spec_).ok()) << ValidateLaunchSpec(spec_).ToString();
   std::vector<std::string> argv = BuildQemuArgv(spec_);
+  // A disk boot: no -kernel, and no -initrd or -append (QEMU refuses them alone).
   EXPECT_FALSE(Has(argv, "-kernel"));
+  EXPECT_FALSE(Has(argv, "-initrd"));
+  EXPECT_FALSE(Has(argv, "-append"));
   EXPECT_FALSE(Has(argv, "-nic"));
   EXPECT_TRUE(Has(argv, "file=" + spec_.disks[0].path + ",format=qcow2,if=none,id=disk0,readonly=off"));
   EXPECT_TRUE(Has(argv, "file=" + spec_.disks[1].path + ",format=raw,if=none,id=disk1,readonly=on"));
