@@ -13,7 +13,7 @@ PACKAGES=(
   # test guests and services
   qemu-system-x86 linux-image-amd64 busybox-static cpio socat
   # real distribution guests (tools/build-distro-guest.sh) and their hardware
-  qemu-utils ovmf mmdebstrap dosfstools mtools fdisk e2fsprogs
+  qemu-utils ovmf mmdebstrap dosfstools mtools fdisk e2fsprogs psmisc
   postgresql postgresql-client
   # reports
   gnuplot-nox

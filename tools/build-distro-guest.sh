@@ -10,8 +10,8 @@
 #                (label escdr-root), seen by the guest as /dev/vda2 on virtio-blk
 #   vmlinuz, initrd.img, cmdline   the image's own kernel and initramfs and the
 #                kernel command line, for direct kernel boot (-kernel/-initrd/-append)
-#   info         distribution, codename, kernel, nginx and redis versions, build date;
-#   VERSION      the kernel version alone
+#   info         key=value lines: distribution, codename, kernel, nginx and redis
+#                versions, blob.bin's sha256, build date; VERSION: the kernel version
 # The guest runs systemd, networkd (DHCP on en*), nginx on port 80 (/var/www/html,
 # with a 1 MiB blob.bin), redis on 0.0.0.0:6379, sshd, a root console on ttyS0 and
 # a root shell without login on ttyS1. /etc/machine-id is empty, so every VM makes
@@ -22,8 +22,10 @@
 # disk.img. A run whose stamp (this script's sha256 plus the name) matches and whose
 # outputs exist does nothing. The build happens in a sibling directory renamed into
 # place at the end, and runs for one name are serialized with flock on
-# OUTDIR/.lock-<name>. Needs root and the Debian packages mmdebstrap, e2fsprogs,
-# dosfstools, mtools and fdisk. Prints the output directory on its last line.
+# OUTDIR/.lock-<name>. An out-of-date image whose disk.img a process holds open
+# (fuser: VMs run on overlays of it) is left as it is, with a warning. Needs root
+# and the Debian packages mmdebstrap, e2fsprogs, dosfstools, mtools, fdisk (and
+# psmisc for fuser). Prints the output directory on its last line.
 set -euo pipefail
 
 me=build-distro-guest
