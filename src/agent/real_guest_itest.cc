@@ -53,6 +53,16 @@ const std::map<std::string, std::string> kPlacement = {
 
 constexpr milliseconds kServiceTimeout = seconds(20);
 
+// A console command's output without the blanks and control characters a
+// tty may put around it (a stray newline or escape before the first line).
+std::string Trim(const std::string& s) {
+  auto blank = [](unsigned char c) { return c <= ' ' || c == 0x7f; };
+  std::size_t b = 0, e = s.size();
+  while (b < e && blank(static_cast<unsigned char>(s[b]))) ++b;
+  while (e > b && blank(static_cast<unsigned char>(s[e - 1]))) --e;
+  return s.substr(b, e - b);
+}
+
 // Waits until `vm` on `host` answers on redis and nginx.
 Status WaitForServicesOn(AgentCluster& cluster, const std::string& host, const std::string& vm,
                          milliseconds timeout) {
@@ -167,11 +177,11 @@ class RealGuestTest : public ::testing::Test {
                             seconds(60));
     ASSERT_TRUE(wrote.has_value()) << wrote.error().ToString();
     ASSERT_EQ(wrote->exit_code, 0) << wrote->output;
-    w->file_sha256 = wrote->output;
-    ASSERT_EQ(w->file_sha256.size(), 64u) << w->file_sha256;  // hex digits
+    w->file_sha256 = Trim(wrote->output);
+    ASSERT_EQ(w->file_sha256.size(), 64u) << json(wrote->output).dump();  // hex digits
     auto blob = shell->Run("sha256sum /var/www/html/blob.bin | cut -d' ' -f1", seconds(30));
     ASSERT_TRUE(blob.has_value()) << blob.error().ToString();
-    w->blob_sha256 = blob->output;
+    w->blob_sha256 = Trim(blob->output);
   }
 
   static void Verify(const std::string& host, const Witness& w) {
@@ -198,15 +208,15 @@ class RealGuestTest : public ::testing::Test {
                            seconds(60));
     ASSERT_TRUE(read.has_value()) << read.error().ToString();
     EXPECT_EQ(read->exit_code, 0) << read->output;
-    EXPECT_EQ(read->output, w.file_sha256);
+    EXPECT_EQ(Trim(read->output), w.file_sha256);
     auto services = shell->Run("systemctl is-active nginx redis-server", seconds(30));
     ASSERT_TRUE(services.has_value()) << services.error().ToString();
-    EXPECT_EQ(services->output, "active\nactive");
+    EXPECT_EQ(Trim(services->output), "active\nactive");
     // The destination may write the disk now: the source let go of it.
     auto write = shell->Run("echo after > /root/after && sync /root/after && cat /root/after",
                             seconds(30));
     ASSERT_TRUE(write.has_value()) << write.error().ToString();
-    EXPECT_EQ(write->output, "after");
+    EXPECT_EQ(Trim(write->output), "after");
   }
 
   // Moves web from `src` to `dst` with the destination kept paused and the
@@ -275,7 +285,7 @@ TEST_F(RealGuestTest, MovesIdleAndUnderLoadKeepingServicesDataAndDisk) {
                             seconds(60));
     ASSERT_TRUE(write.has_value()) << write.error().ToString();
     EXPECT_EQ(write->exit_code, 0);
-    EXPECT_EQ(write->output, "still-mine");
+    EXPECT_EQ(Trim(write->output), "still-mine");
   }
 
   // Idle, h1 -> h2.
