@@ -15,7 +15,11 @@
 //     (LoadMigrationStream): every RAM block rebuilt from the PAGE and ZERO
 //     records, later records winning (a ZERO record with fill byte b sets its
 //     page to b), pages never sent left zero. The content lives in anonymous
-//     memory, read-only once loaded; untouched and zero pages cost no memory.
+//     memory, read-only once loaded; untouched and zero pages cost no memory;
+//   * a running QEMU's address space (ReadProcessRam): the blocks copied with
+//     process_vm_readv at the addresses qemu/ram_map.h finds, for guests
+//     whose RAM is anonymous or memfd memory (libvirt's, by default). It is a
+//     snapshot taken when it was read; zero pages cost no memory.
 //
 // Thread safety: a MemoryImage is immutable after it is opened (but see the
 // live-memory note above); concurrent readers are fine. The image owns its
@@ -23,12 +27,15 @@
 #ifndef ESCDR_IMAGE_MEMORY_IMAGE_H_
 #define ESCDR_IMAGE_MEMORY_IMAGE_H_
 
+#include <sys/types.h>
+
 #include <cstdint>
 #include <memory>
 #include <string>
 #include <vector>
 
 #include "escdr/base/status.h"
+#include "escdr/qemu/ram_map.h"
 
 namespace escdr {
 
@@ -79,6 +86,23 @@ Result<std::unique_ptr<MemoryImage>> OpenRamFile(const std::string& path,
 // for XBZRLE/compress/postcopy/x-ignore-shared), NotFound/IOError for the
 // file, IOError/ResourceExhausted if the blocks cannot be allocated.
 Result<std::unique_ptr<MemoryImage>> LoadMigrationStream(const std::string& path);
+
+// Copies the RAM blocks `blocks` of the running process `pid` (a QEMU; see
+// QueryMainRam) with process_vm_readv into an image with one block per
+// mapping, named as the mapping, in the order given; source() is
+// "process <pid>". Pages that read as zero are not stored (they cost no
+// memory); in private anonymous memory, pages QEMU never touched are not
+// even read, so the read does not commit them in QEMU (memfd and file
+// memory is read whole; docs/donor-ram.md). The copy is taken in 2 MiB
+// steps while the process runs: pause the guest first (QMP stop) for a
+// consistent snapshot. Needs root or CAP_SYS_PTRACE over `pid`. Errors:
+// FailedPrecondition (EPERM), NotFound (no such process, or part of the
+// range is not mapped: ESRCH/EFAULT, naming the first unmapped address),
+// InvalidArgument (no blocks, or a length that is 0 or not a multiple of
+// kPageSize), ResourceExhausted if the copy cannot be allocated; each names
+// the pid and the block.
+Result<std::unique_ptr<MemoryImage>> ReadProcessRam(pid_t pid,
+                                                    const std::vector<RamMapping>& blocks);
 
 // Opens `path` as a migration stream if it starts with the QEVM magic, else as
 // a raw RAM file (block "mem0").
