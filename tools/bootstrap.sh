@@ -15,6 +15,8 @@ PACKAGES=(
   # real distribution guests (tools/build-distro-guest.sh) and their hardware
   qemu-utils ovmf mmdebstrap dosfstools mtools fdisk e2fsprogs psmisc
   postgresql postgresql-client
+  # libvirt hosts (src/libvirt/, testing/libvirt_hosts.h)
+  libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients libvirt-dev libxml2-dev
   # reports
   gnuplot-nox
 )
@@ -26,14 +28,25 @@ for p in "${PACKAGES[@]}"; do
   fi
 done
 
-if [ ${#missing[@]} -eq 0 ]; then
-  echo "bootstrap: all ${#PACKAGES[@]} packages present"
-  exit 0
-fi
-
 SUDO=
 if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; fi
-echo "bootstrap: installing ${missing[*]}"
-export DEBIAN_FRONTEND=noninteractive
-$SUDO apt-get update -qq
-$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+if [ ${#missing[@]} -eq 0 ]; then
+  echo "bootstrap: all ${#PACKAGES[@]} packages present"
+else
+  echo "bootstrap: installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update -qq
+  $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+# Debian's libvirtd refuses to start its QEMU driver without the libvirt-qemu
+# user, which only libvirt-daemon-system (with systemd units) creates; the
+# libvirt hosts of the tests run QEMU as root but need the user to exist.
+if ! getent group libvirt-qemu >/dev/null; then
+  $SUDO groupadd --system libvirt-qemu
+fi
+if ! getent passwd libvirt-qemu >/dev/null; then
+  echo "bootstrap: adding the system user libvirt-qemu"
+  $SUDO useradd --system --gid libvirt-qemu --no-create-home --home-dir /var/lib/libvirt \
+    --shell /usr/sbin/nologin libvirt-qemu
+fi
