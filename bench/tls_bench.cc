@@ -49,8 +49,10 @@ const Credentials& Creds() {
   static const Credentials* c = [] {
     auto* cr = new Credentials{TempDir::Create("escdr-tls-bench").value(), nullptr, nullptr, nullptr};
     const std::string ca = cr->dir.File("ca");
-    if (!wire::CreateCa(ca, "bench-ca", 1).ok() || !wire::IssueCertificate(ca, "a", 1).ok() ||
-        !wire::IssueCertificate(ca, "b", 1).ok() || !wire::WritePskFile(cr->dir.File("k")).ok()) {
+    if (!wire::CreateCa(ca, "bench-ca", 1).ok() ||
+        !wire::IssueCertificate(ca, "a", 1, wire::PeerRole::kAgent).ok() ||
+        !wire::IssueCertificate(ca, "b", 1, wire::PeerRole::kAgent).ok() ||
+        !wire::WritePskFile(cr->dir.File("k")).ok()) {
       std::abort();
     }
     cr->certs_client = wire::TlsContext::FromDirectory(ca, "a").value();

@@ -1,4 +1,4 @@
-// `escdr ca init|issue|psk`: the credentials of TLS agent channels
+// `escdr ca init|issue|revoke|psk`: the credentials of TLS agent channels
 // (docs/cli-ca.md), and GlobalOptions::AgentTls, which turns the global
 // --tls-dir/--tls-name/--psk-file/--insecure options into a TlsContext.
 #include <cstdio>
@@ -54,15 +54,22 @@ void PrintInfo(const GlobalOptions& global, const std::string& what, const std::
                              {"issuer", info.issuer},
                              {"not_before", info.not_before},
                              {"not_after", info.not_after},
-                             {"sha256", info.sha256}}
+                             {"sha256", info.sha256},
+                             {"serial", info.serial},
+                             {"role", info.role}}
                             .dump(2)
                             .c_str());
     return;
   }
   std::printf("%s %s\n  certificate %s\n  key         %s (mode 0600)\n  issuer      %s\n"
-              "  valid       %s to %s\n  sha256      %s\n",
+              "  valid       %s to %s\n  sha256      %s\n  serial      %s\n",
               what.c_str(), info.subject.c_str(), cert.c_str(), key.c_str(), info.issuer.c_str(),
-              info.not_before.c_str(), info.not_after.c_str(), info.sha256.c_str());
+              info.not_before.c_str(), info.not_after.c_str(), info.sha256.c_str(),
+              info.serial.c_str());
+  if (what != "created CA") {
+    std::printf("  role        %s\n", info.role.empty() ? "none (agents treat it as an observer)"
+                                                         : info.role.c_str());
+  }
 }
 
 struct CaArgs {
@@ -71,6 +78,9 @@ struct CaArgs {
   int days = 3650;
   std::string subject;
   int issue_days = 825;
+  std::string role;
+  bool renew = false;
+  std::string cert;
   std::string out;
 };
 
@@ -105,10 +115,60 @@ void RegisterCaCommands(CLI::App& app, GlobalOptions& global) {
   issue->add_option("--days", a->issue_days,
                     "Validity in days (default 825); a negative N issues a certificate that "
                     "expired N days ago, for testing refusals");
+  issue->add_option("--role", a->role,
+                    "What the holder may ask of agents (required): agent (a host's agent, named "
+                    "after the host), operator (drives agents: everything), observer (status only)")
+      ->check(CLI::IsMember({"agent", "operator", "observer"}));
+  issue->add_flag("--renew", a->renew,
+                  "Replace an existing NAME.key and NAME.crt with a new pair (revoke the old "
+                  "certificate first if it must stop working at once)");
   issue->callback([&global, a] {
     const std::string dir = Dir(global, *a);
-    Check(wire::IssueCertificate(dir, a->subject, a->issue_days));
-    PrintInfo(global, "issued", dir + "/" + a->subject + ".crt", dir + "/" + a->subject + ".key");
+    if (a->role.empty()) {
+      Fail(Status::InvalidArgument(fmt::format(
+          "escdr ca issue {} needs --role: agent for a host's agent (the certificate name is the "
+          "host's name), operator for a person or tool that drives agents, observer for "
+          "monitoring (status only); docs/security.md §6 lists what each may ask",
+          a->subject)));
+    }
+    Check(wire::IssueCertificate(dir, a->subject, a->issue_days,
+                                 *wire::RoleFromName(a->role), a->renew));
+    PrintInfo(global, a->renew ? "renewed" : "issued", dir + "/" + a->subject + ".crt",
+              dir + "/" + a->subject + ".key");
+  });
+
+  CLI::App* revoke = ca->add_subcommand(
+      "revoke", "Put NAME's certificate on the CA's revocation list DIR/crl.pem (agents refuse "
+                "it after `escdr agent reload` or SIGHUP)");
+  revoke->add_option("NAME", a->subject, "Certificate name (revokes DIR/NAME.crt)")->required();
+  revoke->add_option("--dir", a->dir, "CA directory (default --tls-dir)");
+  revoke->add_option("--cert", a->cert,
+                     "Revoke this certificate file instead of DIR/NAME.crt (e.g. a copy of an "
+                     "old certificate after --renew)");
+  revoke->callback([&global, a] {
+    const std::string dir = Dir(global, *a);
+    const std::string cert = a->cert.empty() ? dir + "/" + a->subject + ".crt" : a->cert;
+    wire::Revocation r = Unwrap(wire::RevokeCertificate(dir, cert));
+    if (!a->cert.empty() && r.name != a->subject) {
+      std::fprintf(stderr, "escdr: note: %s names %s, not %s\n", cert.c_str(), r.name.c_str(),
+                   a->subject.c_str());
+    }
+    if (global.json) {
+      std::printf("%s\n", json{{"certificate", cert},
+                               {"name", r.name},
+                               {"serial", r.serial},
+                               {"crl", r.crl_path},
+                               {"revoked", r.revoked},
+                               {"already_revoked", r.already}}
+                              .dump(2)
+                              .c_str());
+      return;
+    }
+    std::printf("%s %s (serial %s)\n  revocation list %s (%zu revoked)\n"
+                "  copy it to every agent's and operator's TLS directory, then run "
+                "`escdr agent reload` (or send the agents SIGHUP)\n",
+                r.already ? "already revoked" : "revoked", r.name.c_str(), r.serial.c_str(),
+                r.crl_path.c_str(), r.revoked);
   });
 
   CLI::App* psk = ca->add_subcommand(

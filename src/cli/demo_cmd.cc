@@ -437,7 +437,10 @@ Status Demo::StartAgents() {
   };
   ESCDR_RETURN_IF_ERROR(run({"ca", "init", "--dir", tls_dir_, "--name", "escdr-demo-ca", "--days", "2"}));
   for (const char* name : {"h1", "h2", "h3", "cli"}) {
-    ESCDR_RETURN_IF_ERROR(run({"ca", "issue", name, "--dir", tls_dir_, "--days", "2"}));
+    // The agents get the agent role, this CLI the operator's (docs/security.md §6).
+    const char* role = std::string_view(name) == "cli" ? "operator" : "agent";
+    ESCDR_RETURN_IF_ERROR(
+        run({"ca", "issue", name, "--dir", tls_dir_, "--days", "2", "--role", role}));
   }
   for (int i = 1; i <= kHosts; ++i) {
     AgentProc a;

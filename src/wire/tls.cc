@@ -5,7 +5,10 @@
 #include <algorithm>
 #include <atomic>
 #include <cctype>
+#include <cerrno>
+#include <cstdio>
 #include <cstring>
+#include <optional>
 #include <fstream>
 #include <mutex>
 #include <sstream>
@@ -13,10 +16,72 @@
 
 #include <fmt/format.h>
 #include <openssl/err.h>
+#include <openssl/pem.h>
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
 
+#include "wire/cert_role.h"
+
 namespace escdr::wire {
+
+std::string_view RoleName(PeerRole role) {
+  switch (role) {
+    case PeerRole::kObserver: return "observer";
+    case PeerRole::kAgent: return "agent";
+    case PeerRole::kOperator: return "operator";
+  }
+  return "observer";
+}
+
+std::optional<PeerRole> RoleFromName(std::string_view name) {
+  for (PeerRole r : {PeerRole::kObserver, PeerRole::kAgent, PeerRole::kOperator}) {
+    if (RoleName(r) == name) return r;
+  }
+  return std::nullopt;
+}
+
+std::optional<PeerRole> RoleOfCertificate(const X509* cert) {
+  if (cert == nullptr) return std::nullopt;
+  auto* names = static_cast<GENERAL_NAMES*>(
+      X509_get_ext_d2i(cert, NID_subject_alt_name, nullptr, nullptr));
+  if (names == nullptr) return std::nullopt;
+  std::optional<PeerRole> role;
+  for (int i = 0; i < sk_GENERAL_NAME_num(names); ++i) {
+    const GENERAL_NAME* gn = sk_GENERAL_NAME_value(names, i);
+    if (gn->type != GEN_URI) continue;
+    const ASN1_IA5STRING* uri = gn->d.uniformResourceIdentifier;
+    std::string_view text(reinterpret_cast<const char*>(ASN1_STRING_get0_data(uri)),
+                          static_cast<std::size_t>(ASN1_STRING_length(uri)));
+    if (!text.starts_with(kRoleUriPrefix)) continue;
+    auto r = RoleFromName(text.substr(kRoleUriPrefix.size()));
+    // A role this version does not know grants nothing; of several, the least.
+    if (r.has_value() && (!role.has_value() || *r < *role)) role = r;
+  }
+  GENERAL_NAMES_free(names);
+  return role;
+}
+
+std::string SerialHex(const X509* cert) {
+  const ASN1_INTEGER* serial = X509_get0_serialNumber(cert);
+  BIGNUM* bn = serial != nullptr ? ASN1_INTEGER_to_BN(serial, nullptr) : nullptr;
+  if (bn == nullptr) return "";
+  char* hex = BN_bn2hex(bn);
+  std::string out = hex != nullptr ? hex : "";
+  OPENSSL_free(hex);
+  BN_free(bn);
+  for (char& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return out;
+}
+
+std::string CommonNameOf(const X509* cert) {
+  char cn[256] = "";
+  if (cert == nullptr ||
+      X509_NAME_get_text_by_NID(X509_get_subject_name(cert), NID_commonName, cn, sizeof(cn)) <= 0) {
+    return "";
+  }
+  return cn;
+}
+
 namespace {
 
 // The PSK identity both ends use. One key per cluster, so the identity only
@@ -43,6 +108,28 @@ std::string DrainErrors() {
     out += r;
   }
   return out;
+}
+
+// The verification callback's note of the certificate it refused, kept in
+// the SSL's app data while a handshake runs, for the error message.
+struct RefusedCertificate {
+  std::string name;
+  std::string serial;
+  int error = X509_V_OK;
+};
+
+int NoteRefusal(int ok, X509_STORE_CTX* store) {
+  if (ok == 1) return ok;
+  SSL* ssl =
+      static_cast<SSL*>(X509_STORE_CTX_get_ex_data(store, SSL_get_ex_data_X509_STORE_CTX_idx()));
+  auto* note = ssl != nullptr ? static_cast<RefusedCertificate*>(SSL_get_app_data(ssl)) : nullptr;
+  const X509* cert = X509_STORE_CTX_get_current_cert(store);
+  if (note != nullptr && cert != nullptr && note->name.empty()) {
+    note->name = CommonNameOf(cert);
+    note->serial = SerialHex(cert);
+    note->error = X509_STORE_CTX_get_error(store);
+  }
+  return ok;
 }
 
 }  // namespace
@@ -132,7 +219,8 @@ TlsContext::~TlsContext() = default;
 const std::string& TlsContext::description() const { return impl_->description_; }
 
 Result<std::shared_ptr<const TlsContext>> TlsContext::FromCertificates(
-    const std::string& ca_file, const std::string& cert_file, const std::string& key_file) {
+    const std::string& ca_file, const std::string& cert_file, const std::string& key_file,
+    const std::string& crl_file) {
   ESCDR_RETURN_IF_ERROR(CheckReadable(ca_file, "the CA certificate"));
   ESCDR_RETURN_IF_ERROR(CheckReadable(cert_file, "the certificate"));
   ESCDR_RETURN_IF_ERROR(CheckReadable(key_file, "the private key"));
@@ -155,15 +243,54 @@ Result<std::shared_ptr<const TlsContext>> TlsContext::FromCertificates(
     return Err(Status::InvalidArgument(fmt::format(
         "the private key {} does not belong to the certificate {}", key_file, cert_file)));
   }
-  SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, nullptr);
+  SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, NoteRefusal);
   std::string own = cert_file;
+  std::string role = "no role";
   if (X509* cert = SSL_CTX_get0_certificate(ctx); cert != nullptr) {
-    char cn[256] = "";
-    if (X509_NAME_get_text_by_NID(X509_get_subject_name(cert), NID_commonName, cn, sizeof(cn)) > 0) {
-      own = cn;
-    }
+    if (std::string cn = CommonNameOf(cert); !cn.empty()) own = cn;
+    if (auto r = RoleOfCertificate(cert); r.has_value()) role = "role " + std::string(RoleName(*r));
   }
-  impl->description_ = fmt::format("mutual certificates (this end {}, CA {})", own, ca_file);
+  std::string crl_text = "no CRL";
+  if (!crl_file.empty()) {
+    ESCDR_RETURN_IF_ERROR(CheckReadable(crl_file, "the revocation list"));
+    std::unique_ptr<FILE, int (*)(FILE*)> f(std::fopen(crl_file.c_str(), "r"), std::fclose);
+    if (!f) {
+      return Err(
+          Status::FromErrno(fmt::format("cannot open the revocation list {}", crl_file), errno));
+    }
+    X509_CRL* crl = PEM_read_X509_CRL(f.get(), nullptr, nullptr, nullptr);
+    if (crl == nullptr) {
+      return Err(Status::InvalidArgument(
+          fmt::format("the revocation list {} holds no PEM CRL: {}", crl_file, DrainErrors())));
+    }
+    // A CRL of another CA would be ignored by the check (and then every
+    // certificate refused for want of one): refuse it here, with its reason.
+    X509_STORE* store = SSL_CTX_get_cert_store(ctx);
+    STACK_OF(X509_OBJECT)* objs = X509_STORE_get0_objects(store);
+    bool signed_by_ca = false;
+    for (int i = 0; i < sk_X509_OBJECT_num(objs) && !signed_by_ca; ++i) {
+      X509* ca = X509_OBJECT_get0_X509(sk_X509_OBJECT_value(objs, i));
+      if (ca != nullptr && X509_CRL_verify(crl, X509_get0_pubkey(ca)) == 1) signed_by_ca = true;
+    }
+    ERR_clear_error();
+    if (!signed_by_ca) {
+      X509_CRL_free(crl);
+      return Err(Status::InvalidArgument(fmt::format(
+          "the revocation list {} is not signed by the CA {}", crl_file, ca_file)));
+    }
+    const STACK_OF(X509_REVOKED)* revoked = X509_CRL_get_REVOKED(crl);
+    const int count = revoked != nullptr ? sk_X509_REVOKED_num(revoked) : 0;
+    const int added = X509_STORE_add_crl(store, crl);
+    X509_CRL_free(crl);
+    if (added != 1) {
+      return Err(Status::InvalidArgument(
+          fmt::format("cannot use the revocation list {}: {}", crl_file, DrainErrors())));
+    }
+    X509_STORE_set_flags(store, X509_V_FLAG_CRL_CHECK);
+    crl_text = fmt::format("CRL {}: {} revoked", crl_file, count);
+  }
+  impl->description_ =
+      fmt::format("mutual certificates (this end {}, {}, CA {}, {})", own, role, ca_file, crl_text);
   return std::shared_ptr<const TlsContext>(new TlsContext(std::move(impl)));
 }
 
@@ -173,7 +300,10 @@ Result<std::shared_ptr<const TlsContext>> TlsContext::FromDirectory(const std::s
     return Err(Status::InvalidArgument(fmt::format(
         "TLS directory {} needs the name of this end's certificate (--tls-name)", dir)));
   }
-  return FromCertificates(dir + "/ca.crt", dir + "/" + name + ".crt", dir + "/" + name + ".key");
+  const std::string crl = dir + "/" + std::string(kCrlFileName);
+  struct stat st {};
+  return FromCertificates(dir + "/ca.crt", dir + "/" + name + ".crt", dir + "/" + name + ".key",
+                          ::stat(crl.c_str(), &st) == 0 ? crl : "");
 }
 
 Result<std::shared_ptr<const TlsContext>> TlsContext::FromPsk(std::span<const std::uint8_t> key) {
@@ -249,6 +379,7 @@ class TlsConnectionImpl final : public TlsConnection {
     BIO_set_mem_eof_return(rbio_, -1);  // empty: "retry", never end of file
     BIO_set_mem_eof_return(wbio_, -1);
     SSL_set_bio(ssl_, rbio_, wbio_);  // ssl_ owns both now
+    SSL_set_app_data(ssl_, &refused_);
   }
   ~TlsConnectionImpl() override { SSL_free(ssl_); }
 
@@ -296,10 +427,10 @@ class TlsConnectionImpl final : public TlsConnection {
       return Status::ProtocolError(
           fmt::format("TLS handshake with {} failed: {}", name(), Reason(reason)));
     }
+    SSL_set_app_data(ssl_, nullptr);
     if (const X509* cert = SSL_get0_peer_certificate(ssl_); cert != nullptr) {
-      char cn[256] = "";
-      X509_NAME_get_text_by_NID(X509_get_subject_name(cert), NID_commonName, cn, sizeof(cn));
-      peer_ = cn;
+      peer_ = CommonNameOf(cert);
+      role_ = RoleOfCertificate(cert);
     } else {
       peer_ = "pre-shared key";
     }
@@ -383,6 +514,8 @@ class TlsConnectionImpl final : public TlsConnection {
 
   const std::string& name() const override { return inner_->name(); }
   const std::string& peer_identity() const override { return peer_; }
+  std::optional<PeerRole> peer_role() const override { return role_; }
+  bool peer_used_psk() const override { return psk_; }
   std::string cipher() const override {
     const char* c = SSL_get_cipher_name(ssl_);
     return c != nullptr ? c : "";
@@ -424,6 +557,12 @@ class TlsConnectionImpl final : public TlsConnection {
     const long verify = SSL_get_verify_result(ssl_);
     if (verify != X509_V_OK) {
       r += fmt::format(" ({})", X509_verify_cert_error_string(verify));
+      if (!refused_.name.empty()) {
+        r += verify == X509_V_ERR_CERT_REVOKED
+                 ? fmt::format(": certificate {}, serial {}, is on the revocation list",
+                               refused_.name, refused_.serial)
+                 : fmt::format(": certificate {}, serial {}", refused_.name, refused_.serial);
+      }
     }
     const bool alert = r.find("alert") != std::string::npos;
     if (alert) r += ", sent by the peer";
@@ -442,6 +581,8 @@ class TlsConnectionImpl final : public TlsConnection {
   std::mutex write_mu_;  // one writer at a time, so records leave in order
   std::vector<std::uint8_t> rbuf_;  // the reader's
   std::string peer_;
+  std::optional<PeerRole> role_;
+  RefusedCertificate refused_;  // filled by NoteRefusal during the handshake
 };
 
 Result<std::unique_ptr<TlsConnection>> Handshake(const TlsContext::Impl& ctx,

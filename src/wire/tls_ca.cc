@@ -18,6 +18,7 @@
 #include <openssl/x509v3.h>
 
 #include "escdr/wire/tls.h"
+#include "wire/cert_role.h"
 
 namespace escdr::wire {
 namespace {
@@ -33,8 +34,12 @@ struct X509Free {
 struct FileClose {
   void operator()(FILE* f) const { std::fclose(f); }
 };
+struct CrlFree {
+  void operator()(X509_CRL* p) const { X509_CRL_free(p); }
+};
 using Pkey = std::unique_ptr<EVP_PKEY, PkeyFree>;
 using Cert = std::unique_ptr<X509, X509Free>;
+using Crl = std::unique_ptr<X509_CRL, CrlFree>;
 
 std::string OpenSslReason() {
   unsigned long e = ERR_get_error();
@@ -88,6 +93,27 @@ Status WriteCert(const std::string& path, X509* cert) {
   ESCDR_ASSIGN_OR_RETURN(auto f, CreateFile(path, 0644));
   if (PEM_write_X509(f.get(), cert) != 1 || std::fflush(f.get()) != 0) {
     return Status::IOError(fmt::format("cannot write the certificate {}", path));
+  }
+  return Status::OK();
+}
+
+// Writes with `write` into PATH.tmp and renames it to PATH, so a reader (an
+// agent reloading its credentials) sees the old file or the new one, whole.
+template <typename Write>
+Status WriteReplacing(const std::string& path, mode_t mode, Write write) {
+  const std::string tmp = path + ".tmp";
+  ::unlink(tmp.c_str());
+  {
+    ESCDR_ASSIGN_OR_RETURN(auto f, CreateFile(tmp, mode));
+    if (!write(f.get()) || std::fflush(f.get()) != 0 || ::fsync(::fileno(f.get())) != 0) {
+      ::unlink(tmp.c_str());
+      return Status::IOError(fmt::format("cannot write {}", tmp));
+    }
+  }
+  if (::rename(tmp.c_str(), path.c_str()) != 0) {
+    const int err = errno;
+    ::unlink(tmp.c_str());
+    return Status::FromErrno(fmt::format("cannot rename {} to {}", tmp, path), err);
   }
   return Status::OK();
 }
@@ -163,6 +189,80 @@ std::string CommonName(X509_NAME* n) {
   return cn;
 }
 
+std::string CrlPath(const std::string& dir) { return dir + "/" + std::string(kCrlFileName); }
+
+Result<Crl> ReadCrl(const std::string& path) {
+  std::unique_ptr<FILE, FileClose> f(std::fopen(path.c_str(), "r"));
+  if (!f) return Err(Status::FromErrno(fmt::format("cannot open {}", path), errno));
+  Crl crl(PEM_read_X509_CRL(f.get(), nullptr, nullptr, nullptr));
+  if (!crl) return Err(Status::Corruption(fmt::format("{} holds no PEM revocation list", path)));
+  return crl;
+}
+
+std::string SerialText(const ASN1_INTEGER* serial) {
+  BIGNUM* bn = ASN1_INTEGER_to_BN(serial, nullptr);
+  if (bn == nullptr) return "";
+  char* hex = BN_bn2hex(bn);
+  std::string out = hex != nullptr ? hex : "";
+  OPENSSL_free(hex);
+  BN_free(bn);
+  for (char& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return out;
+}
+
+// Signs and writes a CRL of `ca` that lists `previous`'s entries (if any)
+// and, if not null, `serial`, with CRL number previous + 1.
+Status WriteCrl(const std::string& path, X509* ca, EVP_PKEY* ca_key, X509_CRL* previous,
+                const ASN1_INTEGER* serial) {
+  Crl crl(X509_CRL_new());
+  if (!crl) return Status::Internal("cannot allocate a revocation list");
+  X509_CRL_set_version(crl.get(), 1);  // v2
+  X509_CRL_set_issuer_name(crl.get(), X509_get_subject_name(ca));
+  ASN1_TIME* now = X509_gmtime_adj(nullptr, 0);
+  X509_CRL_set1_lastUpdate(crl.get(), now);
+  // No nextUpdate: a CRL past its nextUpdate would make every handshake
+  // fail; this one stays valid until the CA writes the next.
+  long number = 1;
+  if (previous != nullptr) {
+    const STACK_OF(X509_REVOKED)* old = X509_CRL_get_REVOKED(previous);
+    for (int i = 0; i < sk_X509_REVOKED_num(old); ++i) {
+      X509_REVOKED* dup = X509_REVOKED_dup(sk_X509_REVOKED_value(old, i));
+      if (dup == nullptr || X509_CRL_add0_revoked(crl.get(), dup) != 1) {
+        X509_REVOKED_free(dup);
+        ASN1_TIME_free(now);
+        return Status::Internal("cannot copy a revocation list entry");
+      }
+    }
+    auto* n = static_cast<ASN1_INTEGER*>(
+        X509_CRL_get_ext_d2i(previous, NID_crl_number, nullptr, nullptr));
+    if (n != nullptr) {
+      number = ASN1_INTEGER_get(n) + 1;
+      ASN1_INTEGER_free(n);
+    }
+  }
+  if (serial != nullptr) {
+    X509_REVOKED* r = X509_REVOKED_new();
+    if (r == nullptr || X509_REVOKED_set_serialNumber(r, const_cast<ASN1_INTEGER*>(serial)) != 1 ||
+        X509_REVOKED_set_revocationDate(r, now) != 1 || X509_CRL_add0_revoked(crl.get(), r) != 1) {
+      X509_REVOKED_free(r);
+      ASN1_TIME_free(now);
+      return Status::Internal("cannot add a revocation list entry");
+    }
+  }
+  ASN1_TIME_free(now);
+  ASN1_INTEGER* num = ASN1_INTEGER_new();
+  ASN1_INTEGER_set(num, number);
+  const int added = X509_CRL_add1_ext_i2d(crl.get(), NID_crl_number, num, 0, 0);
+  ASN1_INTEGER_free(num);
+  if (added != 1) return Status::Internal("cannot number the revocation list");
+  X509_CRL_sort(crl.get());
+  if (X509_CRL_sign(crl.get(), ca_key, EVP_sha256()) == 0) {
+    return Status::Internal("cannot sign the revocation list: " + OpenSslReason());
+  }
+  X509_CRL* c = crl.get();
+  return WriteReplacing(path, 0644, [c](FILE* f) { return PEM_write_X509_CRL(f, c) == 1; });
+}
+
 }  // namespace
 
 Status CreateCa(const std::string& dir, const std::string& name, int days) {
@@ -185,10 +285,12 @@ Status CreateCa(const std::string& dir, const std::string& name, int days) {
     return Status::Internal("cannot sign the CA certificate: " + OpenSslReason());
   }
   ESCDR_RETURN_IF_ERROR(WriteKey(dir + "/ca.key", key.get()));
-  return WriteCert(dir + "/ca.crt", cert.get());
+  ESCDR_RETURN_IF_ERROR(WriteCert(dir + "/ca.crt", cert.get()));
+  return WriteCrl(CrlPath(dir), cert.get(), key.get(), nullptr, nullptr);
 }
 
-Status IssueCertificate(const std::string& dir, const std::string& name, int days) {
+Status IssueCertificate(const std::string& dir, const std::string& name, int days, PeerRole role,
+                        bool replace) {
   if (!ValidName(name)) {
     return Status::InvalidArgument(fmt::format(
         "certificate name '{}' must be 1-64 characters of letters, digits, '.', '_' and '-' "
@@ -211,13 +313,85 @@ Status IssueCertificate(const std::string& dir, const std::string& name, int day
   ESCDR_RETURN_IF_ERROR(AddExt(c, ca, NID_basic_constraints, "critical,CA:FALSE"));
   ESCDR_RETURN_IF_ERROR(AddExt(c, ca, NID_key_usage, "critical,digitalSignature"));
   ESCDR_RETURN_IF_ERROR(AddExt(c, ca, NID_ext_key_usage, "serverAuth,clientAuth"));
-  ESCDR_RETURN_IF_ERROR(AddExt(c, ca, NID_subject_alt_name, "DNS:" + name));
+  ESCDR_RETURN_IF_ERROR(
+      AddExt(c, ca, NID_subject_alt_name,
+             fmt::format("DNS:{},URI:{}{}", name, kRoleUriPrefix, RoleName(role))));
   ESCDR_RETURN_IF_ERROR(AddExt(c, ca, NID_authority_key_identifier, "keyid:always"));
   if (X509_sign(c, ca_key.get(), EVP_sha256()) == 0) {
     return Status::Internal("cannot sign the certificate: " + OpenSslReason());
   }
-  ESCDR_RETURN_IF_ERROR(WriteKey(dir + "/" + name + ".key", key.get()));
-  return WriteCert(dir + "/" + name + ".crt", c);
+  const std::string key_path = dir + "/" + name + ".key";
+  const std::string cert_path = dir + "/" + name + ".crt";
+  if (!replace) {
+    ESCDR_RETURN_IF_ERROR(WriteKey(key_path, key.get()));
+    return WriteCert(cert_path, c);
+  }
+  EVP_PKEY* k = key.get();
+  ESCDR_RETURN_IF_ERROR(
+      WriteReplacing(cert_path, 0644, [c](FILE* f) { return PEM_write_X509(f, c) == 1; }));
+  return WriteReplacing(key_path, 0600, [k](FILE* f) {
+    return PEM_write_PrivateKey(f, k, nullptr, nullptr, 0, nullptr, nullptr) == 1;
+  });
+}
+
+Result<Revocation> RevokeCertificate(const std::string& dir, const std::string& cert_path) {
+  const std::string ca_key_path = dir + "/ca.key";
+  if (::access(ca_key_path.c_str(), F_OK) != 0) {
+    return Err(Status::NotFound(
+        fmt::format("no CA in {} (no ca.key); revoke on the machine that holds the CA", dir)));
+  }
+  if (::access(cert_path.c_str(), F_OK) != 0) {
+    return Err(Status::NotFound(fmt::format("no certificate {} to revoke", cert_path)));
+  }
+  ESCDR_ASSIGN_OR_RETURN(Pkey ca_key, ReadKey(ca_key_path));
+  ESCDR_ASSIGN_OR_RETURN(Cert ca_cert, ReadCert(dir + "/ca.crt"));
+  ESCDR_ASSIGN_OR_RETURN(Cert cert, ReadCert(cert_path));
+  if (X509_verify(cert.get(), X509_get0_pubkey(ca_cert.get())) != 1) {
+    ERR_clear_error();
+    return Err(Status::InvalidArgument(
+        fmt::format("{} is not signed by the CA in {}; nothing to revoke there", cert_path, dir)));
+  }
+  Revocation out;
+  out.name = CommonName(X509_get_subject_name(cert.get()));
+  out.serial = SerialText(X509_get0_serialNumber(cert.get()));
+  out.crl_path = CrlPath(dir);
+  Crl previous;
+  if (::access(out.crl_path.c_str(), F_OK) == 0) {
+    ESCDR_ASSIGN_OR_RETURN(previous, ReadCrl(out.crl_path));
+    if (X509_CRL_verify(previous.get(), X509_get0_pubkey(ca_cert.get())) != 1) {
+      ERR_clear_error();
+      return Err(Status::Corruption(
+          fmt::format("{} is not signed by the CA in {}; move it away to start a new list",
+                      out.crl_path, dir)));
+    }
+    X509_REVOKED* listed = nullptr;
+    if (X509_CRL_get0_by_serial(previous.get(), &listed,
+                                const_cast<ASN1_INTEGER*>(X509_get0_serialNumber(cert.get()))) ==
+        1) {
+      out.already = true;
+      const STACK_OF(X509_REVOKED)* all = X509_CRL_get_REVOKED(previous.get());
+      out.revoked = static_cast<std::size_t>(sk_X509_REVOKED_num(all));
+      return out;
+    }
+  }
+  ESCDR_RETURN_IF_ERROR(WriteCrl(out.crl_path, ca_cert.get(), ca_key.get(), previous.get(),
+                                 X509_get0_serialNumber(cert.get())));
+  ESCDR_ASSIGN_OR_RETURN(auto serials, ReadRevokedSerials(out.crl_path));
+  out.revoked = serials.size();
+  return out;
+}
+
+Result<std::vector<std::string>> ReadRevokedSerials(const std::string& crl_path) {
+  if (::access(crl_path.c_str(), F_OK) != 0) {
+    return Err(Status::NotFound(fmt::format("no revocation list {}", crl_path)));
+  }
+  ESCDR_ASSIGN_OR_RETURN(Crl crl, ReadCrl(crl_path));
+  std::vector<std::string> out;
+  const STACK_OF(X509_REVOKED)* all = X509_CRL_get_REVOKED(crl.get());
+  for (int i = 0; i < sk_X509_REVOKED_num(all); ++i) {
+    out.push_back(SerialText(X509_REVOKED_get0_serialNumber(sk_X509_REVOKED_value(all, i))));
+  }
+  return out;
 }
 
 Status WritePskFile(const std::string& path) {
@@ -245,6 +419,8 @@ Result<CertificateInfo> ReadCertificateInfo(const std::string& path) {
   unsigned int len = 0;
   X509_digest(cert.get(), EVP_sha256(), md, &len);
   for (unsigned int i = 0; i < len; ++i) info.sha256 += fmt::format("{:02x}", md[i]);
+  info.serial = SerialText(X509_get0_serialNumber(cert.get()));
+  if (auto role = RoleOfCertificate(cert.get()); role.has_value()) info.role = RoleName(*role);
   return info;
 }
 
