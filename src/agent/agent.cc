@@ -9,6 +9,7 @@
 #include <cerrno>
 #include <cstdlib>
 #include <filesystem>
+#include <utility>
 
 #include <fmt/format.h>
 #include <spdlog/sinks/stdout_color_sinks.h>
@@ -18,6 +19,8 @@
 #include "agent/connections.h"
 #include "agent/interrupted_migration.h"
 #include "agent/json_util.h"
+#include "agent/libvirt_vms.h"
+#include "agent/vm_backend.h"
 #include "escdr/agent/control_protocol.h"
 #include "escdr/migrate/destination_session.h"
 #include "escdr/qemu/qmp_commands.h"
@@ -80,6 +83,7 @@ Result<std::unique_ptr<Agent>> Agent::Start(const AgentOptions& options) {
 const std::string& Agent::address() const { return impl_->address(); }
 Status Agent::Run() { return impl_->Run(); }
 void Agent::Shutdown() { impl_->Shutdown(); }
+Status Agent::Reload() { return impl_->Reload(); }
 
 // ---- start-up ----
 
@@ -102,6 +106,17 @@ Status Agent::Impl::Init() {
     return Status::InvalidArgument(
         fmt::format("agent {}: --insecure and TLS credentials exclude each other", options_.name));
   }
+  if (options_.handshake_timeout.count() <= 0 || options_.max_connections < 1 ||
+      options_.max_unauthenticated < 1 || options_.max_unauthenticated_per_address < 1) {
+    return Status::InvalidArgument(fmt::format(
+        "agent {}: the handshake deadline and the connection limits must be positive",
+        options_.name));
+  }
+  tls_ = options_.tls;
+  gate_ = std::make_unique<ConnectionGate>(ConnectionGate::Limits{
+      .per_address = options_.max_unauthenticated_per_address,
+      .unauthenticated = options_.max_unauthenticated,
+      .authenticated = options_.max_connections});
   vms_dir_ = options_.state_dir + "/vms";
   run_dir_ = options_.state_dir + "/run";
   logs_dir_ = options_.state_dir + "/logs";
@@ -143,11 +158,25 @@ Status Agent::Impl::Init() {
         fmt::format("agent {} cannot register its host", options_.name)));
   }
   Recover();
+  backends_.push_back(MakeLauncherVms(*this));
+  if (!options_.libvirt_uri.empty()) {
+    LibvirtVms::Options lv;
+    lv.uri = options_.libvirt_uri;
+    lv.socket_dir = options_.libvirt_socket_dir;
+    lv.peer_uri = options_.libvirt_peer_uri;
+    if (lv.peer_uri.empty()) lv.peer_uri = fmt::format("qemu+tcp://{}/system", hp.first);
+    auto libvirt = LibvirtVms::Start(*this, lv);
+    if (!libvirt.has_value()) {
+      return Err(libvirt.error().WithContext(
+          fmt::format("agent {} cannot use libvirt at {}", options_.name, options_.libvirt_uri)));
+    }
+    backends_.push_back(std::move(*libvirt));
+  }
   monitor_ = std::thread([this] { MonitorLoop(); });
   resolver_ = std::thread([this] { ResolveInterruptedMigrations(*this); });
   spdlog::info("agent {} serving on {} (state {}, inventory {}, {})", options_.name, address_,
                options_.state_dir, RedactUrl(options_.inventory_url),
-               options_.tls ? "TLS 1.3 with " + options_.tls->description()
+               tls_ ? "TLS 1.3 with " + tls_->description()
                             : std::string("PLAINTEXT: --insecure, no authentication"));
   return Status::OK();
 }
@@ -587,6 +616,9 @@ void Agent::Impl::CheckVms() {
 
 Status Agent::Impl::Run() {
   while (!stopping_) {
+    if (auto summary = gate_->TakeSummary(std::chrono::steady_clock::now()); summary.has_value()) {
+      spdlog::warn("agent {}: {}", options_.name, *summary);
+    }
     auto conn = listener_->Accept(Deadline::After(milliseconds(500)));
     if (!conn.has_value()) {
       if (conn.error().code() == StatusCode::kTimeout) continue;
@@ -595,27 +627,23 @@ Status Agent::Impl::Run() {
       std::this_thread::sleep_for(milliseconds(100));
       continue;
     }
+    // Before authentication a connection only gets a place the gate gives
+    // it; a refusal is closed here, without a thread, and counted for the
+    // summary line (docs/security.md §7).
+    const std::string address = ConnectionGate::AddressOf((*conn)->name());
+    auto admitted = gate_->Admit(address, std::move(*conn));
+    if (!admitted.has_value()) continue;
     std::lock_guard<std::mutex> lock(threads_mu_);
     std::erase_if(workers_, [](Worker& w) {
       if (!w.done->load()) return false;
       w.thread.join();
       return true;
     });
-    if (static_cast<int>(workers_.size()) >= options_.max_connections) {
-      spdlog::warn("agent {}: refused the connection from {}: {} connections are served already",
-                   options_.name, (*conn)->name(), workers_.size());
-      if (options_.tls) continue;  // no plaintext reply to a TLS client
-      (void)WriteControlFrame(**conn, ControlFrameType::kReply,
-                              ErrorReply(Status::ResourceExhausted(fmt::format(
-                                  "agent {} serves {} connections already", options_.name,
-                                  workers_.size()))),
-                              Deadline::After(milliseconds(1000)));
-      continue;
-    }
     auto done = std::make_shared<std::atomic<bool>>(false);
     workers_.push_back(Worker{
-        std::thread([this, done, c = std::move(*conn)]() mutable {
-          ServeConnection(std::move(c));
+        std::thread([this, done, c = std::move(admitted->conn),
+                     pass = std::move(admitted->pass)]() mutable {
+          ServeConnection(std::move(c), std::move(pass));
           done->store(true);
         }),
         done});
@@ -645,26 +673,71 @@ void Agent::Impl::Shutdown() {
     active = migrations_;
   }
   for (auto& m : active) m->Cancel(fmt::format("agent {} is shutting down", options_.name));
+  for (auto& b : backends_) b->Shutdown();
   monitor_cv_.notify_all();
   if (monitor_.joinable()) monitor_.join();
   if (resolver_.joinable()) resolver_.join();
 }
 
-Agent::Impl::Peer Agent::Impl::Secure(std::unique_ptr<wire::Connection> raw) {
-  const Deadline deadline = Deadline::After(kFirstFrameTimeout);
+std::shared_ptr<const wire::TlsContext> Agent::Impl::tls() const {
+  std::lock_guard<std::mutex> lock(tls_mu_);
+  return tls_;
+}
+
+Status Agent::Impl::Reload() {
+  std::lock_guard<std::mutex> serial(reload_mu_);
+  if (options_.insecure) {
+    return Status::FailedPrecondition(fmt::format(
+        "agent {} runs with --insecure: it has no credentials to reload", options_.name));
+  }
+  if (!options_.reload_tls) {
+    return Status::FailedPrecondition(fmt::format(
+        "agent {} was given its credentials without their files; it cannot reread them",
+        options_.name));
+  }
+  auto fresh = options_.reload_tls();
+  if (!fresh.has_value()) {
+    spdlog::error("agent {}: reload failed, the old credentials stay in use: {}", options_.name,
+                  fresh.error().message());
+    return fresh.error().WithContext(
+        fmt::format("agent {} kept its old credentials: the reload failed", options_.name));
+  }
+  std::shared_ptr<const wire::TlsContext> old;
+  {
+    std::lock_guard<std::mutex> lock(tls_mu_);
+    old = std::exchange(tls_, std::move(*fresh));
+  }
+  spdlog::info("agent {}: reloaded its credentials: now {} (was {}); connections and migrations "
+               "in progress keep the old ones",
+               options_.name, tls()->description(), old ? old->description() : "none");
+  return Status::OK();
+}
+
+Agent::Impl::Peer Agent::Impl::Secure(std::unique_ptr<wire::Connection> raw,
+                                      ConnectionGate::Pass& pass) {
+  // One deadline from the accept for the first byte and the whole handshake,
+  // so a peer that trickles bytes cannot stretch it.
+  const Deadline deadline = Deadline::After(options_.handshake_timeout);
   const std::string from = raw->name();
+  const auto now = [] { return std::chrono::steady_clock::now(); };
   std::uint8_t first = 0;
   auto n = raw->ReadSome(std::span<std::uint8_t>(&first, 1), deadline);
   if (!n.has_value() || *n == 0) {
-    // A port scan or a client that gave up: nothing to answer.
-    if (!n.has_value() && n.error().code() == StatusCode::kTimeout) {
-      spdlog::warn("agent {}: closed the connection from {}: it sent nothing for {} s",
-                   options_.name, from, kFirstFrameTimeout.count() / 1000);
+    // A port scan, a client that gave up, or a place the gate took back:
+    // nothing to answer.
+    if (!n.has_value() && n.error().code() == StatusCode::kTimeout && !pass.evicted()) {
+      gate_->CountHandshakeFailure(true);
+      if (gate_->MayLogSingly(now())) {
+        spdlog::warn("agent {}: closed the connection from {}: it sent nothing for {} ms",
+                     options_.name, from, options_.handshake_timeout.count());
+      }
     }
     return {};
   }
   auto prefixed = std::make_unique<PrefixedConnection>(std::move(raw), std::vector<std::uint8_t>{first});
-  if (!options_.tls) {
+  // The credentials of this moment; a reload meanwhile does not change them.
+  const std::shared_ptr<const wire::TlsContext> tls = this->tls();
+  if (!tls) {
     if (first == wire::kTlsHandshakeByte) {
       spdlog::warn("agent {}: refused a TLS connection from {}: this agent runs with --insecure "
                    "(plaintext); start it with --tls-dir or --psk-file, or give the client "
@@ -676,22 +749,35 @@ Agent::Impl::Peer Agent::Impl::Secure(std::unique_ptr<wire::Connection> raw) {
       (void)prefixed->ReadSome(hello, Deadline::After(milliseconds(100)));
       return {};
     }
-    return {std::move(prefixed), "plaintext"};
+    return {std::move(prefixed), InsecurePrincipal()};
   }
   if (first != wire::kTlsHandshakeByte) {
-    spdlog::warn("agent {}: refused a plaintext connection from {}: this agent accepts only TLS "
-                 "(the client needs --tls-dir and --tls-name, or --psk-file)", options_.name, from);
+    gate_->CountHandshakeFailure(false);
+    if (gate_->MayLogSingly(now())) {
+      spdlog::warn(
+          "agent {}: refused a plaintext connection from {}: this agent accepts only TLS "
+          "(the client needs --tls-dir and --tls-name, or --psk-file)",
+          options_.name, from);
+    }
     RefusePlaintext(*prefixed, deadline);
     return {};
   }
-  auto tls = options_.tls->Accept(std::move(prefixed), deadline);
-  if (!tls.has_value()) {
-    spdlog::warn("agent {}: refused the connection from {}: {}", options_.name, from,
-                 tls.error().message());
+  auto secured = tls->Accept(std::move(prefixed), deadline);
+  if (!secured.has_value()) {
+    if (pass.evicted()) return {};  // counted as an eviction already
+    gate_->CountHandshakeFailure(secured.error().code() == StatusCode::kTimeout);
+    if (gate_->MayLogSingly(now())) {
+      const bool revoked =
+          secured.error().message().find("(certificate revoked)") != std::string::npos;
+      spdlog::warn("agent {}: refused the connection from {}{}: {}", options_.name, from,
+                   revoked ? ", its certificate is revoked" : "", secured.error().message());
+    }
     return {};
   }
-  std::string identity = (*tls)->peer_identity();
-  return {std::move(*tls), std::move(identity)};
+  const wire::TlsConnection& t = **secured;
+  Principal who = t.peer_used_psk() ? PskPrincipal()
+                                    : CertificatePrincipal(t.peer_identity(), t.peer_role());
+  return {std::move(*secured), std::move(who)};
 }
 
 void Agent::Impl::RefusePlaintext(wire::Connection& conn, Deadline deadline) {
@@ -713,10 +799,23 @@ void Agent::Impl::RefusePlaintext(wire::Connection& conn, Deadline deadline) {
   (void)conn.ShutdownWrite();
 }
 
-void Agent::Impl::ServeConnection(std::unique_ptr<wire::Connection> raw) {
-  Peer peer = Secure(std::move(raw));
+void Agent::Impl::ServeConnection(std::unique_ptr<wire::Connection> raw,
+                                  std::unique_ptr<ConnectionGate::Pass> pass) {
+  Peer peer = Secure(std::move(raw), *pass);
   if (!peer.conn) return;
   std::unique_ptr<wire::Connection> conn = std::move(peer.conn);
+  if (!gate_->Authenticate(*pass)) {
+    if (pass->evicted()) return;
+    // Authenticated, so it gets its answer over the secure channel.
+    spdlog::warn("agent {}: refused {} ({}): {} connections are served already", options_.name,
+                 DescribePrincipal(peer.who), conn->name(), options_.max_connections);
+    (void)WriteControlFrame(*conn, ControlFrameType::kReply,
+                            ErrorReply(Status::ResourceExhausted(fmt::format(
+                                "agent {} serves {} connections already; try again",
+                                options_.name, options_.max_connections))),
+                            Deadline::After(milliseconds(1000)));
+    return;
+  }
   std::array<std::uint8_t, wire::kFrameHeaderSize> header{};
   Status s = wire::ReadFull(*conn, header, Deadline::After(kFirstFrameTimeout));
   if (!s.ok()) return;  // a port scan or a client that gave up: nothing to say
@@ -763,16 +862,40 @@ void Agent::Impl::ServeConnection(std::unique_ptr<wire::Connection> raw) {
     return;
   }
   // Who asked what: the peer's certificate name (or "pre-shared key",
-  // "plaintext"). Read-only polls only at debug level.
+  // "plaintext") and role. Read-only polls only at debug level.
   const bool poll = *op == "ping" || *op == "status" || *op == "list_vms";
-  spdlog::log(poll ? spdlog::level::debug : spdlog::level::info, "agent {}: {} from {} ({})",
-              options_.name, *op, peer.identity, conn->name());
+  spdlog::log(poll ? spdlog::level::debug : spdlog::level::info, "agent {}: {} from {} ({}, {})",
+              options_.name, *op, peer.who.name, conn->name(), DescribePrincipal(peer.who));
+  // What the peer's role may ask (authorization.h); a refusal is logged
+  // and answered, and nothing of the request runs.
+  if (Status allowed = Authorize(peer.who, *op); !allowed.ok()) {
+    spdlog::warn("agent {}: refused {} from {}: {}", options_.name, *op, conn->name(),
+                 allowed.message());
+    (void)WriteControlFrame(*conn, ControlFrameType::kReply, ErrorReply(allowed),
+                            Deadline::After(kReplyTimeout));
+    return;
+  }
   if (*op == "migrate_in") {
-    ServeMigrateIn(*this, std::move(conn), request);
+    // The destination's VM manager, as the source names it.
+    const std::string carrier = request.value("carrier", "escdr");
+    for (auto& b : backends_) {
+      if (carrier == b->carrier()) return b->ServeMigrateIn(std::move(conn), request);
+    }
+    (void)WriteControlFrame(*conn, ControlFrameType::kReply,
+                            ErrorReply(Status::NotSupported(fmt::format(
+                                "agent {} has no {} VMs (start it with --libvirt URI)",
+                                options_.name, carrier))),
+                            Deadline::After(kReplyTimeout));
     return;
   }
   if (*op == "migrate_out") {
-    ServeMigrateOut(*this, *conn, request);
+    // The backend that owns the VM; escdr's own launcher answers for
+    // unknown VMs (its error names the VM).
+    VmBackend* owner = backends_.front().get();
+    for (auto& b : backends_) {
+      if (b->Owns(request.value("vm", ""))) owner = b.get();
+    }
+    owner->ServeMigrateOut(*conn, request);
     return;
   }
   auto reply = HandleSimple(*op, request);
@@ -782,7 +905,11 @@ void Agent::Impl::ServeConnection(std::unique_ptr<wire::Connection> raw) {
 
 json Agent::Impl::StatusJson() {
   json vms = json::array();
-  for (auto& e : AllVms()) vms.push_back(Describe(e, true).ToJson());
+  json backends = json::object();
+  for (auto& b : backends_) {
+    for (const VmInfo& v : b->Describe()) vms.push_back(v.ToJson());
+    if (json extra = b->StatusJson(); !extra.is_null()) backends[b->carrier()] = std::move(extra);
+  }
   json migrations = json::array();
   std::vector<std::shared_ptr<ActiveMigration>> active;
   {
@@ -792,7 +919,8 @@ json Agent::Impl::StatusJson() {
   for (auto& m : active) migrations.push_back(m->Describe());
   return {{"agent", options_.name}, {"host", options_.name}, {"address", address_},
           {"pid", ::getpid()},      {"version", "0.1.0"},    {"state_dir", options_.state_dir},
-          {"vms", vms},             {"migrations", migrations}};
+          {"vms", vms},             {"migrations", migrations},
+          {"backends", backends}};
 }
 
 Result<json> Agent::Impl::HandleSimple(const std::string& op, const json& request) {
@@ -803,7 +931,9 @@ Result<json> Agent::Impl::HandleSimple(const std::string& op, const json& reques
   if (op == "status") return StatusJson();
   if (op == "list_vms") {
     json vms = json::array();
-    for (auto& e : AllVms()) vms.push_back(Describe(e, true).ToJson());
+    for (auto& b : backends_) {
+      for (const VmInfo& v : b->Describe()) vms.push_back(v.ToJson());
+    }
     return json{{"vms", vms}};
   }
   if (op == "start_vm") {
@@ -816,10 +946,18 @@ Result<json> Agent::Impl::HandleSimple(const std::string& op, const json& reques
     ESCDR_RETURN_IF_ERROR(StopVm(vm));
     return json{{"vm", vm}};
   }
+  if (op == "reload") {
+    ESCDR_RETURN_IF_ERROR(Reload());
+    return json{{"agent", options_.name}, {"tls", tls()->description()}};
+  }
   if (op == "commit_in") return CommitIncoming(*this, request);
   if (op == "abort_in") return AbortIncoming(*this, request);
   if (op == "cancel") {
     return Err(Status::InvalidArgument("cancel is only valid on a migrate_out connection"));
+  }
+  for (auto& b : backends_) {
+    auto r = b->HandleOp(op, request);
+    if (r.has_value() || r.error().code() != StatusCode::kNotSupported) return r;
   }
   return Err(Status::NotSupported(fmt::format("unknown control request '{}'", op)));
 }

@@ -111,7 +111,7 @@ class AgentCluster {
     tls_dir_ = root_.File("tls");
     if (channel_ == Channel::kTls) {
       Status s = wire::CreateCa(tls_dir_, "escdr-test-ca", 7);
-      if (s.ok()) s = wire::IssueCertificate(tls_dir_, "cli", 7);
+      if (s.ok()) s = wire::IssueCertificate(tls_dir_, "cli", 7, wire::PeerRole::kOperator);
       if (s.ok()) client_tls_ = wire::TlsContext::FromDirectory(tls_dir_, "cli").value();
       if (!s.ok()) std::fprintf(stderr, "AgentCluster: cannot create its CA: %s\n", s.ToString().c_str());
     } else if (channel_ == Channel::kPsk) {
@@ -155,6 +155,13 @@ class AgentCluster {
     agent_args_[host] = std::move(args);
   }
 
+  // A command that runs `host`'s agent, before the escdr binary: e.g.
+  // {"nsenter", "-t", PID, "-m", "--"} to run it in another mount namespace
+  // (nsenter execs, so the agent's pid is the one this cluster knows).
+  void SetAgentPrefix(const std::string& host, std::vector<std::string> prefix) {
+    agent_prefix_[host] = std::move(prefix);
+  }
+
   // Starts (or restarts, with the same state directory) the agent of `host`
   // and waits until it listens. `env` is added to its environment.
   Status StartAgent(const std::string& host,
@@ -164,11 +171,14 @@ class AgentCluster {
     const std::string out = root_.File(host + ".out");
     ::unlink(out.c_str());
     if (channel_ == Channel::kTls) {
-      Status issued = wire::IssueCertificate(tls_dir_, host, 7);
+      Status issued = wire::IssueCertificate(tls_dir_, host, 7, wire::PeerRole::kAgent);
       if (!issued.ok() && issued.code() != StatusCode::kAlreadyExists) return issued;
     }
     SubprocessOptions o;
     o.argv = {EscdrBinary(), "--db", db_, "--state-dir", StateDir(host)};
+    if (auto it = agent_prefix_.find(host); it != agent_prefix_.end()) {
+      o.argv.insert(o.argv.begin(), it->second.begin(), it->second.end());
+    }
     for (std::string& a : ChannelArgs(host)) o.argv.push_back(std::move(a));
     for (const char* a : {"agent", "--name"}) o.argv.emplace_back(a);
     o.argv.insert(o.argv.end(), {host, "--listen", "127.0.0.1:0", "--ram-dir", shm_.path(),
@@ -309,6 +319,7 @@ class AgentCluster {
   std::shared_ptr<const wire::TlsContext> client_tls_;
   std::map<std::string, AgentProc> agents_;
   std::map<std::string, std::vector<std::string>> agent_args_;
+  std::map<std::string, std::vector<std::string>> agent_prefix_;
   int cli_runs_ = 0;
 };
 

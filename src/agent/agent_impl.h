@@ -18,11 +18,18 @@
 
 #include <nlohmann/json.hpp>
 
+#include "agent/admission.h"
+#include "agent/authorization.h"
+#include "agent/catalog_content.h"
+#include "agent/vm_backend.h"
 #include "agent/vm_process.h"
 #include "agent/vm_records.h"
 #include "escdr/agent/agent.h"
 #include "escdr/agent/agent_client.h"
+#include "escdr/image/memory_image.h"
 #include "escdr/inventory/inventory.h"
+#include "escdr/migrate/destination_session.h"
+#include "escdr/migrate/source_session.h"
 #include "escdr/qemu/qemu_install.h"
 #include "escdr/wire/connection.h"
 #include "escdr/wire/socket.h"
@@ -110,17 +117,28 @@ class Agent::Impl {
   // Test hook (docs/agent.md): directory named by ESCDR_AGENT_TEST_HOLD_AFTER_SCAN.
   const std::string& hold_after_scan_dir() const { return hold_after_scan_dir_; }
 
+  // ---- credentials and access control (docs/security.md §6, §7) ----
+  // The TLS credentials for new connections, accepted and made (null with
+  // --insecure). Reload() replaces them; a caller keeps the context it got
+  // for as long as its connection lives.
+  std::shared_ptr<const wire::TlsContext> tls() const;
+  // Agent::Reload().
+  Status Reload();
+
  private:
+  // ---- serving: admission, handshake, authorization ----
   // A connection after the TLS handshake (or, with --insecure, as it came)
   // and who the peer is; `conn` is null when it was refused (logged).
   struct Peer {
     std::unique_ptr<wire::Connection> conn;
-    std::string identity;
+    Principal who;
   };
-  Peer Secure(std::unique_ptr<wire::Connection> raw);
+  // REQUIRES: `pass` is the gate's place of `raw`.
+  Peer Secure(std::unique_ptr<wire::Connection> raw, ConnectionGate::Pass& pass);
   // Answers a plaintext control request to a TLS-only agent with an error.
   void RefusePlaintext(wire::Connection& conn, Deadline deadline);
-  void ServeConnection(std::unique_ptr<wire::Connection> conn);
+  void ServeConnection(std::unique_ptr<wire::Connection> conn,
+                       std::unique_ptr<ConnectionGate::Pass> pass);
   void ServeControl(wire::Connection& conn, const nlohmann::json& request);
   Result<nlohmann::json> HandleSimple(const std::string& op, const nlohmann::json& request);
   Result<VmInfo> StartVm(const std::string& name);
@@ -155,12 +173,21 @@ class Agent::Impl {
   };
   std::vector<Worker> workers_;
 
+  // ---- credentials and access control ----
+  mutable std::mutex tls_mu_;
+  std::shared_ptr<const wire::TlsContext> tls_;  // guarded by tls_mu_
+  std::mutex reload_mu_;                         // one Reload() at a time
+  std::unique_ptr<ConnectionGate> gate_;         // made by Init
+
   std::mutex monitor_mu_;
   std::condition_variable monitor_cv_;
   std::thread monitor_;
   // Resolves migrations a previous agent process left uncommitted
   // (interrupted_migration.h).
   std::thread resolver_;
+  // The VM managers this agent serves (vm_backend.h): escdr's own launcher
+  // first, then libvirt with --libvirt. Set by Init, never changed after.
+  std::vector<std::unique_ptr<VmBackend>> backends_;
 };
 
 // Runs the source side of a migration on `conn` (the CLI's control
@@ -175,6 +202,32 @@ void ServeMigrateIn(Agent::Impl& agent, std::unique_ptr<wire::Connection> conn,
 // commit_in / abort_in from the source agent (separate connections).
 Result<nlohmann::json> CommitIncoming(Agent::Impl& agent, const nlohmann::json& request);
 Result<nlohmann::json> AbortIncoming(Agent::Impl& agent, const nlohmann::json& request);
+
+// ---- shared by both carriers of a stream (escdr's own QEMUs, libvirt's) ----
+
+// The VmBackend of escdr's own QEMUs (launcher_vms.cc).
+std::unique_ptr<VmBackend> MakeLauncherVms(Agent::Impl& agent);
+
+// TCP (and, unless the agent is --insecure, TLS with `host`'s certificate)
+// to the agent of `host` at `address`. Errors name the address.
+Result<std::unique_ptr<wire::Connection>> ConnectToAgent(const Agent::Impl& agent,
+                                                         const std::string& host,
+                                                         const std::string& address,
+                                                         Deadline deadline);
+
+// The source session's options for `request` (rate cap, stream budget,
+// codec, dedup); `elide` = a catalog is loaded and escdr is on.
+Result<SourceOptions> SourceOptionsFor(const MigrateOutRequest& request, bool elide);
+
+// The destination's answer to the source's Prepare: scans `donor_image` (may
+// be null) against the kind's catalog if the source's catalog matches the
+// inventory's, calls `after_scan` (may be empty) and offers what the donor
+// holds; otherwise offers nothing and says why in `note`. `content_out`
+// keeps the catalog alive for the session.
+Status OfferDonor(Agent::Impl& agent, DestinationSession& session, const VmKind& kind,
+                  const MemoryImage* donor_image, const std::string& donor_name,
+                  const std::function<Status()>& after_scan,
+                  std::unique_ptr<CatalogContent>& content_out, std::string& note);
 
 }  // namespace escdr::agent
 

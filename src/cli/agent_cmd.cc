@@ -1,4 +1,4 @@
-// `escdr agent` (the per-host daemon), `escdr agent status`, and the VM
+// `escdr agent` (the per-host daemon), `escdr agent status|reload`, and the VM
 // lifecycle commands that go through agents: `escdr vm create|start|stop`
 // (docs/cli-agent.md).
 #include <signal.h>
@@ -56,6 +56,7 @@ struct AgentArgs {
   agent::AgentOptions options;
   bool qemu_given = false;  // --qemu on the command line
   std::string memory = "16G";
+  double handshake_seconds = 3;
 };
 
 void RunAgent(const GlobalOptions& global, AgentArgs& args) {
@@ -67,15 +68,25 @@ void RunAgent(const GlobalOptions& global, AgentArgs& args) {
   o.state_dir = Unwrap(global.StateDir());
   o.tls = Unwrap(global.AgentTls(o.name));
   o.insecure = global.insecure;
+  if (!(args.handshake_seconds > 0 && args.handshake_seconds <= 600)) {
+    Fail(Status::InvalidArgument(
+        fmt::format("--handshake-timeout {} must be more than 0 and at most 600 seconds",
+                    args.handshake_seconds)));
+  }
+  o.handshake_timeout = std::chrono::milliseconds(std::lround(args.handshake_seconds * 1000));
+  // SIGHUP and `escdr agent reload` reread the same files.
+  o.reload_tls = [g = global, name = o.name] { return g.AgentTls(name); };
   if (o.inventory_url.empty()) {
     o.inventory_url = Unwrap(InventoryUrl(global));
   }
-  // SIGINT and SIGTERM end the agent cleanly (its VMs keep running); every
-  // thread blocks them and one thread waits for them.
+  // SIGINT and SIGTERM end the agent cleanly (its VMs keep running), SIGHUP
+  // rereads its credentials; every thread blocks them and one thread waits
+  // for them.
   sigset_t set;
   sigemptyset(&set);
   sigaddset(&set, SIGINT);
   sigaddset(&set, SIGTERM);
+  sigaddset(&set, SIGHUP);
   pthread_sigmask(SIG_BLOCK, &set, nullptr);
   ::signal(SIGPIPE, SIG_IGN);
 
@@ -83,9 +94,16 @@ void RunAgent(const GlobalOptions& global, AgentArgs& args) {
   if (!started.has_value()) Fail(started.error());
   agent::Agent* a = started->get();
   std::thread waiter([a, set] {
-    int sig = 0;
-    sigwait(&set, &sig);
-    if (sig != 0) a->Shutdown();
+    for (;;) {
+      int sig = 0;
+      if (sigwait(&set, &sig) != 0) continue;
+      if (sig == SIGHUP) {
+        (void)a->Reload();  // logged either way; a failure keeps the old credentials
+        continue;
+      }
+      a->Shutdown();
+      return;
+    }
   });
   if (global.json) {
     PrintJson({{"agent", o.name},
@@ -134,6 +152,8 @@ void RunAgentStatus(const GlobalOptions& global, const std::vector<std::string>&
   json doc = json::array();
   Table agents_table({"HOST", "ADDRESS", "STATE", ">PID", ">VMS", ">MIGRATIONS"});
   Table vms_table({"HOST", "VM", "ROLE", "RUN STATE", ">PID", ">COUNTER", "PORTS", "RAM FILE"});
+  // libvirt domains an agent cannot classify (docs/libvirt.md).
+  Table unclassified_table({"HOST", "DOMAIN", "STATE", "WHY ESCDR DOES NOT MIGRATE IT"});
   bool any_down = false;
   for (const auto& [host, address] : agents) {
     agent::AgentClient client(address, std::chrono::seconds(10), tls, host);
@@ -164,6 +184,17 @@ void RunAgentStatus(const GlobalOptions& global, const std::vector<std::string>&
                         info.counter ? std::to_string(*info.counter) : "-",
                         ports.empty() ? "-" : ports, info.ram_path});
     }
+    const json* libvirt = nullptr;
+    if (auto b = st->find("backends"); b != st->end() && b->is_object()) {
+      if (auto l = b->find("libvirt"); l != b->end() && l->is_object()) libvirt = &*l;
+    }
+    if (libvirt != nullptr && libvirt->contains("unclassified") &&
+        (*libvirt)["unclassified"].is_array()) {
+      for (const json& u : (*libvirt)["unclassified"]) {
+        unclassified_table.AddRow({name, agent::StringOr(u, "vm"), agent::StringOr(u, "state"),
+                                   agent::StringOr(u, "reason")});
+      }
+    }
   }
   if (global.json) {
     PrintJson(doc);
@@ -171,9 +202,56 @@ void RunAgentStatus(const GlobalOptions& global, const std::vector<std::string>&
     std::fputs(agents_table.Render().c_str(), stdout);
     std::fputs("\n", stdout);
     std::fputs(vms_table.Render().c_str(), stdout);
+    if (unclassified_table.rows() > 0) {
+      std::fputs("\n", stdout);
+      std::fputs(unclassified_table.Render().c_str(), stdout);
+    }
   }
   if (any_down && !targets.empty()) {
     Fail(Status::Unavailable("an agent did not answer"));
+  }
+}
+
+// ---- escdr agent reload ----
+
+void RunAgentReload(const GlobalOptions& global, const std::vector<std::string>& targets) {
+  auto inv = Unwrap(OpenInventoryFromGlobal(global));
+  std::vector<std::pair<std::string, std::string>> agents;  // host, address
+  if (targets.empty()) {
+    for (const Host& h : Unwrap(inv->ListHosts())) {
+      if (!h.agent_address.empty()) agents.emplace_back(h.name, h.agent_address);
+    }
+  } else {
+    for (const std::string& t : targets) {
+      Host h = Unwrap(inv->GetHost(t));
+      agents.emplace_back(h.name, h.agent_address);
+    }
+  }
+  auto tls = Unwrap(global.AgentTls());
+  json doc = json::array();
+  Table table({"HOST", "ADDRESS", "RESULT"});
+  int failed = 0;
+  for (const auto& [host, address] : agents) {
+    agent::AgentClient client(address, std::chrono::seconds(30), tls, host);
+    auto r = client.Call("reload");
+    if (!r.has_value()) {
+      ++failed;
+      table.AddRow({host, address, "failed: " + r.error().message()});
+      doc.push_back({{"host", host}, {"address", address}, {"error", r.error().message()}});
+      continue;
+    }
+    table.AddRow({host, address, "reloaded: " + agent::StringOr(*r, "tls")});
+    doc.push_back({{"host", host}, {"address", address}, {"tls", agent::StringOr(*r, "tls")}});
+  }
+  if (global.json) {
+    PrintJson(doc);
+  } else {
+    std::fputs(table.Render().c_str(), stdout);
+  }
+  if (failed > 0) {
+    Fail(Status::Unavailable(
+        fmt::format("{} of {} agents did not reload (those keep their old credentials)", failed,
+                    agents.size())));
   }
 }
 
@@ -380,11 +458,37 @@ void RegisterAgentCommands(CLI::App& app, GlobalOptions& global) {
       "A QEMU to run guests with, one per series: a program, or a tree made by "
       "tools/install-qemu.sh (repeatable; default qemu-system-x86_64 and every "
       "/var/lib/escdr/qemu-* tree)");
+  agent_cmd->add_option("--handshake-timeout", aa->handshake_seconds,
+                        "Seconds a new connection has for its TLS handshake (default 3)");
+  agent_cmd->add_option("--max-connections", aa->options.max_connections,
+                        "Authenticated connections served at once (default 64)");
+  agent_cmd->add_option("--max-unauthenticated", aa->options.max_unauthenticated,
+                        "Connections still in their handshake, in all (default 64; when full, "
+                        "the oldest of the busiest source address is closed)");
+  agent_cmd->add_option("--max-unauthenticated-per-address",
+                        aa->options.max_unauthenticated_per_address,
+                        "Connections still in their handshake from one IP address (default 8)");
+  agent_cmd->add_option("--libvirt", aa->options.libvirt_uri,
+                        "Adopt the domains of this libvirt (e.g. qemu:///system) and carry their "
+                        "migrations (docs/libvirt.md)");
+  agent_cmd->add_option("--libvirt-socket-dir", aa->options.libvirt_socket_dir,
+                        "Where libvirt's QEMUs meet the agent: virsh migrate --migrateuri "
+                        "unix://DIR/DOMAIN.sock (default /run/escdr/migrate)");
+  agent_cmd->add_option("--libvirt-peer-uri", aa->options.libvirt_peer_uri,
+                        "This host's libvirt as other hosts' libvirtd reach it (default "
+                        "qemu+tcp://HOST/system)");
 
   auto targets = std::make_shared<std::vector<std::string>>();
   CLI::App* status = agent_cmd->add_subcommand("status", "Status of agents and the VMs they run");
   status->add_option("HOST", *targets, "Hosts (or host:port addresses); default: every host");
   status->callback([&global, targets] { RunAgentStatus(global, *targets); });
+
+  auto reload_targets = std::make_shared<std::vector<std::string>>();
+  CLI::App* reload = agent_cmd->add_subcommand(
+      "reload", "Make agents reread their TLS certificate, key, CA and revocation list (as "
+                "SIGHUP does); needs an operator certificate");
+  reload->add_option("HOST", *reload_targets, "Hosts; default: every host with an agent");
+  reload->callback([&global, reload_targets] { RunAgentReload(global, *reload_targets); });
 
   agent_cmd->callback([&global, aa, agent_cmd] {
     if (!agent_cmd->get_subcommands().empty()) return;

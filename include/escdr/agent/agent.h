@@ -29,6 +29,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -72,8 +73,20 @@ struct AgentOptions {
   std::chrono::milliseconds qemu_start_timeout{120000};
   // How long a stopping VM may take to quit before SIGKILL.
   std::chrono::milliseconds qemu_stop_grace{10000};
-  // Concurrent connections served; more are refused with an error reply.
+  // Authenticated connections served at once (after their TLS handshake);
+  // more are refused with an error reply. Unauthenticated connections have
+  // their own places (below), so they never take these (docs/security.md §7).
   int max_connections = 64;
+  // Connections whose handshake has not ended, in all. When full, a new one
+  // takes the place of the oldest of the source address that holds the most.
+  int max_unauthenticated = 64;
+  // Connections whose handshake has not ended, from one IP address; more
+  // are closed at once.
+  int max_unauthenticated_per_address = 8;
+  // How long a new connection has for its TLS handshake (from the accept;
+  // with --insecure, for its first byte). Loopback needs milliseconds; a
+  // loaded host across a WAN well under a second.
+  std::chrono::milliseconds handshake_timeout{3000};
   // TLS 1.3 on every connection the agent accepts (CLI, source agents) and
   // makes (to destination agents): its own credentials, a cluster-CA
   // certificate whose name is `name`, or a pre-shared key
@@ -82,6 +95,22 @@ struct AgentOptions {
   // Plaintext, unauthenticated connections: anyone who reaches the port can
   // drive the agent. Only when asked for (tests, debugging).
   bool insecure = false;
+  // The VMs of this host's libvirt (docs/libvirt.md): its URI, e.g.
+  // "qemu:///system"; "" = none. The agent adopts libvirt's domains and
+  // carries their migrations; its own launcher still serves `vm start`.
+  std::string libvirt_uri;
+  // Where libvirt's QEMUs meet the agent: `virsh migrate --migrateuri
+  // unix://DIR/DOMAIN.sock`. The same path on every host.
+  std::string libvirt_socket_dir = "/run/escdr/migrate";
+  // This host's libvirt as the other hosts' libvirtd reach it (the
+  // destination URI of a peer-to-peer migration), e.g.
+  // "qemu+tls://h2.example/system"; "" = "qemu+tcp://HOST/system" with the
+  // host of the advertised address.
+  std::string libvirt_peer_uri;
+  // Rereads the credentials `tls` was made from (certificate, key, CA and
+  // CRL, or the pre-shared key file), for Reload(). Null: Reload() is
+  // refused (FailedPrecondition).
+  std::function<Result<std::shared_ptr<const wire::TlsContext>>()> reload_tls;
 };
 
 class Agent {
@@ -103,6 +132,14 @@ class Agent {
 
   // Serves connections until Shutdown(). Returns OK after a shutdown.
   Status Run();
+
+  // Rereads the TLS credentials through options.reload_tls and uses them
+  // for every connection accepted (and every migration started) from now
+  // on; connections and migrations in progress keep theirs. On error the
+  // old credentials stay in use and the error says why (InvalidArgument
+  // naming the file, FailedPrecondition without reload_tls or with
+  // --insecure). Safe from any thread (SIGHUP, `escdr agent reload`).
+  Status Reload();
 
   // Asks Run() to return: stops accepting, cancels migrations in progress
   // (they fail cleanly: the source VM keeps running) and waits for
