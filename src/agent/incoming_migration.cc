@@ -236,34 +236,8 @@ Result<MigrationReport> IncomingMigration::Receive() {
   }
 
   SetPhase(InPhase::kScanning);
-  bool offered = false;
-  if (prep.catalog_entries > 0 && donor_image_) {
-    auto content = CatalogContent::Load(agent_.inventory(), vm_.kind);
-    if (!content.has_value()) {
-      note_ = fmt::format("no usable catalog of {} here ({}): nothing elided",
-                          vm_.kind.ToString(), content.error().message());
-    } else if ((*content)->checksum() != prep.catalog_checksum ||
-               (*content)->size() != prep.catalog_entries) {
-      note_ = fmt::format("the source's catalog of {} ({:016x}) differs from the inventory's "
-                          "({:016x}): nothing elided",
-                          vm_.kind.ToString(), prep.catalog_checksum, (*content)->checksum());
-    } else {
-      content_ = std::move(*content);
-      ESCDR_ASSIGN_OR_RETURN(DonorAvailability scan, ScanDonor(*donor_image_, *content_));
-      spdlog::info("agent {}: donor {} holds {} of {} catalog entries ({} pages scanned in {} ms)",
-                   agent_.host(), donor_name_, scan.available, scan.catalog_entries,
-                   scan.pages_scanned, scan.scan_time.count() / 1000);
-      ESCDR_RETURN_IF_ERROR(HoldAfterScan());
-      ESCDR_RETURN_IF_ERROR(session_->OfferScanned(content_.get(), donor_image_.get(), std::move(scan)));
-      offered = true;
-    }
-  }
-  if (!offered) {
-    if (!note_.empty() && prep.catalog_entries > 0) {
-      spdlog::info("agent {}: migration of {}: {}", agent_.host(), vm_name_, note_);
-    }
-    ESCDR_RETURN_IF_ERROR(session_->Offer(nullptr, nullptr));
-  }
+  ESCDR_RETURN_IF_ERROR(OfferDonor(agent_, *session_, vm_.kind, donor_image_.get(), donor_name_,
+                                   [this] { return HoldAfterScan(); }, content_, note_));
 
   SetPhase(InPhase::kStreaming);
   const std::string sock = agent_.IncomingSocket(vm_name_);
@@ -399,6 +373,39 @@ void IncomingMigration::Serve(std::unique_ptr<wire::Connection> conn) {
   agent_.ReleaseVm(entry_);
   spdlog::info("agent {}: received VM {} from {} (donor {}): {}", agent_.host(), vm_name_,
                source_host_, donor_name_.empty() ? "none" : donor_name_, report->Summary());
+}
+
+// ---- shared with the libvirt carrier (libvirt_vms.cc) ----
+
+Status OfferDonor(Agent::Impl& agent, DestinationSession& session, const VmKind& kind,
+                  const MemoryImage* donor_image, const std::string& donor_name,
+                  const std::function<Status()>& after_scan,
+                  std::unique_ptr<CatalogContent>& content_out, std::string& note) {
+  const wire::Prepare& prep = session.prepare();
+  if (prep.catalog_entries > 0 && donor_image != nullptr) {
+    auto content = CatalogContent::Load(agent.inventory(), kind);
+    if (!content.has_value()) {
+      note = fmt::format("no usable catalog of {} here ({}): nothing elided", kind.ToString(),
+                         content.error().message());
+    } else if ((*content)->checksum() != prep.catalog_checksum ||
+               (*content)->size() != prep.catalog_entries) {
+      note = fmt::format("the source's catalog of {} ({:016x}) differs from the inventory's "
+                         "({:016x}): nothing elided",
+                         kind.ToString(), prep.catalog_checksum, (*content)->checksum());
+    } else {
+      content_out = std::move(*content);
+      ESCDR_ASSIGN_OR_RETURN(DonorAvailability scan, ScanDonor(*donor_image, *content_out));
+      spdlog::info("agent {}: donor {} holds {} of {} catalog entries ({} pages scanned in {} ms)",
+                   agent.host(), donor_name, scan.available, scan.catalog_entries,
+                   scan.pages_scanned, scan.scan_time.count() / 1000);
+      if (after_scan) ESCDR_RETURN_IF_ERROR(after_scan());
+      return session.OfferScanned(content_out.get(), donor_image, std::move(scan));
+    }
+  }
+  if (!note.empty() && prep.catalog_entries > 0) {
+    spdlog::info("agent {}: migration of {}: {}", agent.host(), prep.vm_name, note);
+  }
+  return session.Offer(nullptr, nullptr);
 }
 
 void ServeMigrateIn(Agent::Impl& agent, std::unique_ptr<wire::Connection> conn,

@@ -52,7 +52,7 @@ void Resolve(Agent::Impl& agent, const std::string& vm) {
   while (!agent.stopping()) {
     auto host = agent.inventory().GetHost(m.destination);
     if (host.has_value() && !host->agent_address.empty()) {
-      AgentClient dest(host->agent_address, std::chrono::seconds(10), agent.options().tls,
+      AgentClient dest(host->agent_address, std::chrono::seconds(10), agent.tls(),
                        m.destination);
       auto status = dest.GetStatus();
       if (status.has_value()) {

@@ -336,24 +336,8 @@ Status OutgoingMigration::Check() {
 }
 
 Status OutgoingMigration::Connect() {
-  ESCDR_ASSIGN_OR_RETURN(auto hp, ParseAgentAddress(dest_address_));
-  const Deadline connect_deadline = Deadline::After(kConnectTimeout);
-  auto tcp = wire::ConnectTcp(hp.first, hp.second, connect_deadline);
-  if (!tcp.has_value()) {
-    return Status(tcp.error().code(), fmt::format("cannot reach the destination agent at {}: {}",
-                                                  dest_address_, tcp.error().message()));
-  }
-  if (const auto& tls = agent_.options().tls) {
-    // This agent's own credentials; the destination's certificate must name
-    // the destination host.
-    auto secure = tls->Connect(std::move(*tcp), connect_deadline, dest_host_);
-    if (!secure.has_value()) {
-      return Status(secure.error().code(),
-                    fmt::format("cannot reach the destination agent {} at {}: {}", dest_host_,
-                                dest_address_, secure.error().message()));
-    }
-    tcp = std::unique_ptr<wire::Connection>(std::move(*secure));
-  }
+  auto tcp = ConnectToAgent(agent_, dest_host_, dest_address_, Deadline::After(kConnectTimeout));
+  if (!tcp.has_value()) return tcp.error();
   {
     std::lock_guard<std::mutex> lock(mu_);
     peer_ = std::make_shared<CountingConnection>(std::move(*tcp), counters_);
@@ -384,36 +368,7 @@ Status OutgoingMigration::Prepare() {
   params.vm_name = req_.vm;
   params.kind = vm_.kind;
   params.migration_id = static_cast<std::uint64_t>(req_.migration_id);
-  SourceOptions options;
-
-  options.wire_rate = req_.max_bandwidth > 0 ? req_.max_bandwidth : kDefaultMaxBandwidth;
-  // The stream in flight is what is left to cross the wire when QEMU stops
-  // the VM: at most 100 ms of the capped rate, even uncompressed (8 MiB at
-  // the default 128 MiB/s; two reads at the least).
-  options.max_stream_in_flight = std::clamp<std::uint64_t>(
-      options.wire_rate / 10, 2 * std::uint64_t{options.qemu_read_chunk},
-      options.max_stream_in_flight);
-  // The references in flight are bounded by the budget (each stands for a
-  // page of stream), so a window of twice the budget's pages rarely fills;
-  // it is mapped and touched once per agent (PageRing's cache), 16 MiB at
-  // the default budget instead of 64.
-  options.window_pages =
-      req_.window_pages > 0
-          ? req_.window_pages
-          : static_cast<std::uint32_t>(std::clamp<std::uint64_t>(
-                2 * options.max_stream_in_flight / kPageSize, 1024, options.window_pages));
-  if (!req_.escdr || content_ == nullptr) options.window_pages = 0;
-  if (req_.escdr) {
-    ESCDR_ASSIGN_OR_RETURN(options.codec, wire::ParseCodecSpec(req_.compress.empty()
-                                                                   ? wire::CodecSpec{}.ToString()
-                                                                   : req_.compress));
-    if (req_.codec_threads > 0) options.codec_threads = req_.codec_threads;
-    options.dedup_pages = static_cast<std::uint32_t>(req_.dedup_budget / kPageSize);
-  } else {
-    // --no-escdr: the baseline, every byte as QEMU wrote it.
-    options.codec = wire::CodecSpec{wire::Codec::kNone, 0};
-    options.dedup_pages = 0;
-  }
+  ESCDR_ASSIGN_OR_RETURN(SourceOptions options, SourceOptionsFor(req_, content_ != nullptr));
   std::shared_ptr<wire::Connection> peer;
   {
     std::lock_guard<std::mutex> lock(mu_);
@@ -496,7 +451,7 @@ Result<MigrationInfo> OutgoingMigration::Finish() {
 }
 
 Status OutgoingMigration::Commit() {
-  AgentClient dest(dest_address_, std::chrono::seconds(60), agent_.options().tls, dest_host_);
+  AgentClient dest(dest_address_, std::chrono::seconds(60), agent_.tls(), dest_host_);
   auto reply = dest.Call("commit_in", {{"vm", req_.vm},
                                        {"migration_id", req_.migration_id},
                                        {"resume", !req_.keep_paused && was_running_}});
@@ -562,7 +517,7 @@ Status OutgoingMigration::Recover(const Status& cause, OutPhase failed_in) {
   if (migrate_in_sent_) {
     // The destination drops its QEMU by itself when its session fails; this
     // also covers a destination whose session succeeded before we failed.
-    AgentClient dest(dest_address_, std::chrono::seconds(5), agent_.options().tls, dest_host_);
+    AgentClient dest(dest_address_, std::chrono::seconds(5), agent_.tls(), dest_host_);
     auto r = dest.Call("abort_in", {{"vm", req_.vm}, {"migration_id", req_.migration_id}});
     if (!r.has_value() && r.error().code() != StatusCode::kUnavailable) {
       spdlog::warn("agent {}: abort_in to {}: {}", agent_.host(), dest_address_, r.error().ToString());
@@ -622,6 +577,66 @@ MigrationProgress OutgoingMigration::Progress() {
     p.phase = "stop-and-copy";
   }
   return p;
+}
+
+// ---- shared with the libvirt carrier (libvirt_vms.cc) ----
+
+Result<std::unique_ptr<wire::Connection>> ConnectToAgent(const Agent::Impl& agent,
+                                                         const std::string& host,
+                                                         const std::string& address,
+                                                         Deadline deadline) {
+  ESCDR_ASSIGN_OR_RETURN(auto hp, ParseAgentAddress(address));
+  auto tcp = wire::ConnectTcp(hp.first, hp.second, deadline);
+  if (!tcp.has_value()) {
+    return Err(Status(tcp.error().code(), fmt::format("cannot reach the destination agent at {}: {}",
+                                                      address, tcp.error().message())));
+  }
+  if (const auto& tls = agent.tls()) {
+    // This agent's own credentials; the destination's certificate must name
+    // the destination host.
+    auto secure = tls->Connect(std::move(*tcp), deadline, host);
+    if (!secure.has_value()) {
+      return Err(Status(secure.error().code(),
+                        fmt::format("cannot reach the destination agent {} at {}: {}", host,
+                                    address, secure.error().message())));
+    }
+    return std::unique_ptr<wire::Connection>(std::move(*secure));
+  }
+  return std::move(*tcp);
+}
+
+Result<SourceOptions> SourceOptionsFor(const MigrateOutRequest& req, bool elide) {
+  SourceOptions options;
+
+  options.wire_rate = req.max_bandwidth > 0 ? req.max_bandwidth : kDefaultMaxBandwidth;
+  // The stream in flight is what is left to cross the wire when QEMU stops
+  // the VM: at most 100 ms of the capped rate, even uncompressed (8 MiB at
+  // the default 128 MiB/s; two reads at the least).
+  options.max_stream_in_flight = std::clamp<std::uint64_t>(
+      options.wire_rate / 10, 2 * std::uint64_t{options.qemu_read_chunk},
+      options.max_stream_in_flight);
+  // The references in flight are bounded by the budget (each stands for a
+  // page of stream), so a window of twice the budget's pages rarely fills;
+  // it is mapped and touched once per agent (PageRing's cache), 16 MiB at
+  // the default budget instead of 64.
+  options.window_pages =
+      req.window_pages > 0
+          ? req.window_pages
+          : static_cast<std::uint32_t>(std::clamp<std::uint64_t>(
+                2 * options.max_stream_in_flight / kPageSize, 1024, options.window_pages));
+  if (!req.escdr || !elide) options.window_pages = 0;
+  if (req.escdr) {
+    ESCDR_ASSIGN_OR_RETURN(options.codec, wire::ParseCodecSpec(req.compress.empty()
+                                                                   ? wire::CodecSpec{}.ToString()
+                                                                   : req.compress));
+    if (req.codec_threads > 0) options.codec_threads = req.codec_threads;
+    options.dedup_pages = static_cast<std::uint32_t>(req.dedup_budget / kPageSize);
+  } else {
+    // --no-escdr: the baseline, every byte as QEMU wrote it.
+    options.codec = wire::CodecSpec{wire::Codec::kNone, 0};
+    options.dedup_pages = 0;
+  }
+  return options;
 }
 
 // ---- the control connection of a migrate_out ----

@@ -79,6 +79,7 @@ class Table {
  public:
   explicit Table(std::vector<std::string> header) : header_(std::move(header)) {}
   void AddRow(std::vector<std::string> row) { rows_.push_back(std::move(row)); }
+  std::size_t rows() const { return rows_.size(); }
   std::string Render() const;
 
  private:
