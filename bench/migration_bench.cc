@@ -271,14 +271,6 @@ class BenchGuest {
   std::optional<escdr::testing::DistroGuest> distro_;
 };
 
-std::map<std::uint16_t, std::uint16_t> ForwardsOf(const LaunchSpec& spec) {
-  std::map<std::uint16_t, std::uint16_t> fwd;
-  for (const NicSpec& n : spec.nics) {
-    for (const PortForward& f : n.forwards) fwd[f.guest_port] = f.host_port;
-  }
-  return fwd;
-}
-
 // One migration's figures. Fields that a path does not have stay at -1.
 struct Sample {
   std::string variant, path;
@@ -391,10 +383,6 @@ std::string DiffRam(const std::string& a, const std::string& b) {
                      "copy {}, the destination's {})",
                      differing, first, bytes, a_changed ? "had changed" : "was the same",
                      b_changed ? "had changed" : "was the same");
-}
-
-bool CounterAdvances(const std::string& serial_log) {
-  return escdr::agent::testing::CounterAdvances(serial_log, seconds(60));
 }
 
 // ---------------------------------------------------------------- CPU
@@ -651,7 +639,7 @@ class DirectPath {
         .WithContext("the direct path's guest");
   }
 
-  std::map<std::uint16_t, std::uint16_t> Forwards() const { return ForwardsOf(current_->spec()); }
+  std::map<std::uint16_t, std::uint16_t> Forwards() const { return ForwardedPorts(current_->spec()); }
 
   // One migration of the current QEMU to a new one, checked. `zstd`: the
   // direct-zstd path (multifd, 4 channels, zstd); else plain `direct`.

@@ -449,9 +449,7 @@ VmInfo Agent::Impl::Describe(const std::shared_ptr<VmEntry>& entry, bool query_q
     info.serial_log = entry->record.spec.serial_log;
     info.qmp_socket = entry->record.spec.qmp_socket;
     info.console_socket = entry->record.spec.console_socket;
-    for (const NicSpec& nic : entry->record.spec.nics) {
-      for (const PortForward& f : nic.forwards) info.forwards[f.guest_port] = f.host_port;
-    }
+    info.forwards = ForwardedPorts(entry->record.spec);
     info.busy = !entry->busy.empty();
     proc = entry->proc.get();
   }

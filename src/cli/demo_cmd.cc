@@ -141,14 +141,6 @@ bool ProcessExists(pid_t pid) { return pid > 0 && (::kill(pid, 0) == 0 || errno 
 // A VM's forwarded ports: guest port -> host port on 127.0.0.1.
 using Ports = std::map<std::uint16_t, std::uint16_t>;
 
-Ports PortsOf(const LaunchSpec& spec) {
-  Ports p;
-  for (const NicSpec& n : spec.nics) {
-    for (const PortForward& f : n.forwards) p[f.guest_port] = f.host_port;
-  }
-  return p;
-}
-
 // ", port 80 on 127.0.0.1:41873, ..." (nothing without forwards).
 std::string PortsNote(const Ports& ports) {
   std::string s;
@@ -744,7 +736,7 @@ Status Demo::StartDirectGuest() {
   o.remove_ram_file = true;
   ESCDR_ASSIGN_OR_RETURN(direct_src_, QemuProcess::Start(spec, o));
   Say("  demo-direct (QEMU pid {}, RAM file {}{})", direct_src_->pid(), spec.ram_path,
-      PortsNote(PortsOf(spec)));
+      PortsNote(ForwardedPorts(spec)));
   return Status::OK();
 }
 
@@ -752,7 +744,7 @@ Status Demo::WaitForDirectGuest() {
   const Deadline deadline = Deadline::After(guest_.boot_timeout);
   for (;;) {
     ESCDR_RETURN_IF_ERROR(Interrupted());
-    const Seen seen = Probe(direct_src_->spec().serial_log, PortsOf(direct_src_->spec()), 2);
+    const Seen seen = Probe(direct_src_->spec().serial_log, ForwardedPorts(direct_src_->spec()), 2);
     if (seen.up) {
       Say("  demo-direct is up ({})", seen.what);
       return Status::OK();
@@ -852,7 +844,7 @@ Result<json> Demo::MigrateDirectly() {
   // Resume at the destination and see the guest run on, as for demo-4.
   ESCDR_RETURN_IF_ERROR(Cont(direct_dst_->qmp()));
   ESCDR_ASSIGN_OR_RETURN(const Seen seen, AwaitGuest(direct_dst_->spec().serial_log,
-                                                     PortsOf(direct_dst_->spec()), from + 2, seconds(60)));
+                                                     ForwardedPorts(direct_dst_->spec()), from + 2, seconds(60)));
   if (!seen.up) {
     return Err(Status::Aborted(
         guest_.real() ? "demo-direct does not run after QEMU's own migration: " + seen.what

@@ -243,6 +243,14 @@ std::vector<std::string> BuildQemuArgv(const LaunchSpec& s) {
   return argv;
 }
 
+std::map<std::uint16_t, std::uint16_t> ForwardedPorts(const LaunchSpec& spec) {
+  std::map<std::uint16_t, std::uint16_t> ports;
+  for (const NicSpec& n : spec.nics) {
+    for (const PortForward& f : n.forwards) ports[f.guest_port] = f.host_port;
+  }
+  return ports;
+}
+
 Status ResolveHostPorts(LaunchSpec* spec) {
   for (NicSpec& n : spec->nics) {
     for (PortForward& f : n.forwards) {

@@ -202,6 +202,14 @@ TEST(ResolveHostPorts, GivesFreePortsOnlyWhereZero) {
   EXPECT_NE(s.nics[0].forwards[0].host_port, s.nics[0].forwards[2].host_port);
 }
 
+TEST(ForwardedPorts, EveryNicsForwardsGuestToHost) {
+  LaunchSpec s;
+  EXPECT_TRUE(ForwardedPorts(s).empty());
+  s.nics = {Nic("user", "", {{80, 0}, {22, 2222}}), Nic("user", "", {{6379, 6380}})};
+  const std::map<std::uint16_t, std::uint16_t> want = {{22, 2222}, {80, 0}, {6379, 6380}};
+  EXPECT_EQ(ForwardedPorts(s), want);
+}
+
 TEST_F(LaunchSpecTest, JsonRoundTripKeepsEveryField) {
   spec_.disks = {{"/srv/vm1.qcow2", "qcow2", false}};
   spec_.nics = {Nic("user", "52:54:00:01:02:03", {{80, 0}})};

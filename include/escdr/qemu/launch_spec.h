@@ -21,6 +21,7 @@
 #define ESCDR_QEMU_LAUNCH_SPEC_H_
 
 #include <cstdint>
+#include <map>
 #include <string>
 #include <utility>
 #include <vector>
@@ -127,6 +128,10 @@ std::uint64_t GuestRamBytes(const LaunchSpec& spec);
 // Gives every forward whose host_port is 0 a port that is free on this host
 // now (bound on 127.0.0.1 and released: QEMU binds it moments later).
 Status ResolveHostPorts(LaunchSpec* spec);
+
+// The forwarded ports of every NIC of `spec`: guest port -> host port (0
+// until ResolveHostPorts gave it one).
+std::map<std::uint16_t, std::uint16_t> ForwardedPorts(const LaunchSpec& spec);
 
 // A MAC address for a NIC of VM `name`: 52:54:00 (QEMU's prefix) and three
 // bytes of a hash of the name and `index`, so it is stable and distinct.
