@@ -98,6 +98,27 @@ class CliRun {
   std::string out_, err_;
 };
 
+// Runs `options` (its argv, stdout_path and stderr_path set) to its end,
+// killing it after `timeout`, and returns its exit status and output.
+inline CliResult RunProgram(const SubprocessOptions& options,
+                            std::chrono::milliseconds timeout = std::chrono::minutes(3)) {
+  CliResult r;
+  auto p = Subprocess::Spawn(options);
+  if (!p.has_value()) {
+    r.err = p.error().ToString();
+    return r;
+  }
+  auto st = p->WaitFor(timeout);
+  if (!st.has_value()) {
+    (void)p->Kill(SIGKILL);
+    st = p->Wait();
+  }
+  r.exit = st.has_value() ? *st : ExitStatus{};
+  r.out = ReadFileToString(options.stdout_path).value_or("");
+  r.err = ReadFileToString(options.stderr_path).value_or("");
+  return r;
+}
+
 class AgentCluster {
  public:
   // How the agents and the CLI secure their connections.

@@ -94,21 +94,7 @@ CliResult CliAs(AgentCluster& c, const std::string& name, const std::vector<std:
   o.argv.insert(o.argv.end(), args.begin(), args.end());
   o.stdout_path = c.root() + "/cli-" + name + ".out";
   o.stderr_path = c.root() + "/cli-" + name + ".err";
-  CliResult r;
-  auto p = Subprocess::Spawn(o);
-  if (!p.has_value()) {
-    r.err = p.error().ToString();
-    return r;
-  }
-  auto st = p->WaitFor(seconds(60));
-  if (!st.has_value()) {
-    (void)p->Kill(SIGKILL);
-    st = p->Wait();
-  }
-  r.exit = st.has_value() ? *st : ExitStatus{};
-  r.out = ReadFileToString(o.stdout_path).value_or("");
-  r.err = ReadFileToString(o.stderr_path).value_or("");
-  return r;
+  return testing::RunProgram(o, seconds(60));
 }
 
 std::shared_ptr<const wire::TlsContext> Credentials(AgentCluster& c, const std::string& name) {

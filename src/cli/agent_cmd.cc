@@ -129,25 +129,33 @@ void RunAgent(const GlobalOptions& global, AgentArgs& args) {
 
 // ---- escdr agent status ----
 
-void RunAgentStatus(const GlobalOptions& global, const std::vector<std::string>& targets) {
+// The agents `targets` names (hosts of the inventory, or host:port
+// addresses), or every host's agent when it names none: {host, address}.
+std::vector<std::pair<std::string, std::string>> AgentsToAsk(const GlobalOptions& global,
+                                                             const std::vector<std::string>& targets) {
   auto inv = Unwrap(OpenInventoryFromGlobal(global));
-  std::vector<std::pair<std::string, std::string>> agents;  // host, address
+  std::vector<std::pair<std::string, std::string>> agents;
   if (targets.empty()) {
     for (const Host& h : Unwrap(inv->ListHosts())) {
       if (!h.agent_address.empty()) agents.emplace_back(h.name, h.agent_address);
     }
-  } else {
-    for (const std::string& t : targets) {
-      auto h = inv->GetHost(t);
-      if (h.has_value()) {
-        agents.emplace_back(h->name, h->agent_address);
-      } else if (t.find(':') != std::string::npos) {
-        agents.emplace_back("", t);
-      } else {
-        Fail(h.error());
-      }
+    return agents;
+  }
+  for (const std::string& t : targets) {
+    auto h = inv->GetHost(t);
+    if (h.has_value()) {
+      agents.emplace_back(h->name, h->agent_address);
+    } else if (t.find(':') != std::string::npos) {
+      agents.emplace_back("", t);
+    } else {
+      Fail(h.error());
     }
   }
+  return agents;
+}
+
+void RunAgentStatus(const GlobalOptions& global, const std::vector<std::string>& targets) {
+  const auto agents = AgentsToAsk(global, targets);
   auto tls = Unwrap(global.AgentTls());
   json doc = json::array();
   Table agents_table({"HOST", "ADDRESS", "STATE", ">PID", ">VMS", ">MIGRATIONS"});
@@ -215,18 +223,7 @@ void RunAgentStatus(const GlobalOptions& global, const std::vector<std::string>&
 // ---- escdr agent reload ----
 
 void RunAgentReload(const GlobalOptions& global, const std::vector<std::string>& targets) {
-  auto inv = Unwrap(OpenInventoryFromGlobal(global));
-  std::vector<std::pair<std::string, std::string>> agents;  // host, address
-  if (targets.empty()) {
-    for (const Host& h : Unwrap(inv->ListHosts())) {
-      if (!h.agent_address.empty()) agents.emplace_back(h.name, h.agent_address);
-    }
-  } else {
-    for (const std::string& t : targets) {
-      Host h = Unwrap(inv->GetHost(t));
-      agents.emplace_back(h.name, h.agent_address);
-    }
-  }
+  const auto agents = AgentsToAsk(global, targets);
   auto tls = Unwrap(global.AgentTls());
   json doc = json::array();
   Table table({"HOST", "ADDRESS", "RESULT"});
@@ -487,7 +484,8 @@ void RegisterAgentCommands(CLI::App& app, GlobalOptions& global) {
   CLI::App* reload = agent_cmd->add_subcommand(
       "reload", "Make agents reread their TLS certificate, key, CA and revocation list (as "
                 "SIGHUP does); needs an operator certificate");
-  reload->add_option("HOST", *reload_targets, "Hosts; default: every host with an agent");
+  reload->add_option("HOST", *reload_targets,
+                     "Hosts (or host:port addresses); default: every host with an agent");
   reload->callback([&global, reload_targets] { RunAgentReload(global, *reload_targets); });
 
   agent_cmd->callback([&global, aa, agent_cmd] {
