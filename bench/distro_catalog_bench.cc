@@ -27,6 +27,7 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+#include "bench_util.h"
 #include "agent/agent_cluster_testing.h"
 #include "agent/json_util.h"
 #include "testing/guest_services.h"
@@ -35,26 +36,15 @@
 namespace escdr::catbench {
 namespace {
 
+using escdr::bench::LoadAverage1;
+using escdr::bench::SplitList;
+
 using nlohmann::json;
 using std::chrono::seconds;
 using Cluster = escdr::agent::testing::AgentCluster;
 using escdr::agent::testing::CliResult;
 
-std::vector<std::string> Split(const std::string& s) {
-  std::vector<std::string> out;
-  std::size_t start = 0;
-  while (start <= s.size()) {
-    std::size_t end = s.find(',', start);
-    if (end == std::string::npos) end = s.size();
-    if (end > start) out.push_back(s.substr(start, end - start));
-    start = end + 1;
-  }
-  return out;
-}
 
-double LoadAverage1() {
-  return std::strtod(ReadFileToString("/proc/loadavg").value_or("0").c_str(), nullptr);
-}
 
 struct Row {
   std::string guest, qemu;
@@ -163,12 +153,12 @@ int Main(int argc, char** argv) {
   std::string json_path = "distro_catalog_bench.json";
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string a = argv[i], v = argv[i + 1];
-    if (a == "--guests") guests = Split(v);
-    else if (a == "--qemu-versions") qemus = Split(v);
+    if (a == "--guests") guests = SplitList(v);
+    else if (a == "--qemu-versions") qemus = SplitList(v);
     else if (a == "--memory") memory_mib = std::strtoull(v.c_str(), nullptr, 10);
     else if (a == "--json") json_path = v;
     else if (a == "--uptime-minutes") {
-      for (const std::string& m : Split(v)) uptimes.push_back(std::atoi(m.c_str()));
+      for (const std::string& m : SplitList(v)) uptimes.push_back(std::atoi(m.c_str()));
     } else {
       std::fprintf(stderr, "distro_catalog_bench: unknown argument %s\n", a.c_str());
       return 2;

@@ -98,6 +98,7 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+#include "bench_util.h"
 #include "agent/agent_cluster_testing.h"
 #include "agent/json_util.h"
 #include "agent/link_testing.h"
@@ -118,6 +119,9 @@
 
 namespace escdr::migbench {
 namespace {
+
+using escdr::bench::LoadAverage1;
+using escdr::bench::SplitList;
 
 using nlohmann::json;
 using std::chrono::milliseconds;
@@ -346,10 +350,6 @@ struct Sample {
   }
 };
 
-double LoadAverage1() {
-  std::string text = ReadFileToString("/proc/loadavg").value_or("0");
-  return std::strtod(text.c_str(), nullptr);
-}
 
 std::string BandwidthName(std::uint64_t bw) {
   if (bw == 0) return "unlimited";
@@ -828,17 +828,6 @@ std::string Table(const std::string& variant, const std::vector<Sample>& all,
 
 // ---------------------------------------------------------------- main
 
-std::vector<std::string> SplitList(const std::string& s) {
-  std::vector<std::string> out;
-  std::size_t start = 0;
-  while (start <= s.size()) {
-    std::size_t end = s.find(',', start);
-    if (end == std::string::npos) end = s.size();
-    if (end > start) out.push_back(s.substr(start, end - start));
-    start = end + 1;
-  }
-  return out;
-}
 
 bool IsDirect(const std::string& path) { return path == "direct" || path == "direct-zstd"; }
 
