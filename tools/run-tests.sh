@@ -128,7 +128,7 @@ if [ "$extra" = 1 ]; then
   grep -h '^sanitize-tests.sh: .*: build' "$extra_log" || true
   stage "every unit test under AddressSanitizer + UndefinedBehaviorSanitizer"
   tools/sanitize-tests.sh address --modules all -L unit
-  stage "agent, migration, TLS and end-to-end integration tests under ASan + UBSan"
+  stage "agent, migration and TLS integration tests under ASan + UBSan"
   tools/sanitize-tests.sh address --also "$asan_itests" -R "$asan_itest_filter" -E AutoConverge
   stage "wire, migrate and agent unit tests under ThreadSanitizer"
   tools/sanitize-tests.sh thread --modules wire,migrate,agent -L unit
